@@ -1,0 +1,247 @@
+"""One run, described by one dataclass: `RunConfig`, its profiles, its validation and its stable hash.
+
+Every choice PAPER.md says we had to reconstruct is a field here with its default documented, so that a
+reader can change it from Python, from the command line (`--set field=value`) or from a notebook.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder")
+IMBALANCES = ("exp", "step", "none")
+MODELS = ("auto", "resnet32", "resnet18")
+LOSSES = ("erm", "focal", "cb", "drw", "ldam", "ldam-drw", "logit-adjust")
+MIXERS = ("mfw", "mixup", "manifold-mixup", "remix")
+SAMPLERS = ("instance", "class", "sqrt", "progressive", "drs")
+MFW_SELECT = ("median", "power", "inverse", "all")
+MFW_LAM = ("uniform", "beta", "beta-folded")
+MFW_ACTIVE = ("always", "until-drw")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class ConfigError(ValueError):
+    """Bad user input: the CLI prints it as one line and exits with status 2, before any data is loaded."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides the numbers a run produces (and nothing that does not, such as paths)."""
+
+    # benchmark
+    dataset: str = "cifar10"
+    imbalance: str = "exp"  # "exp", "step" or "none" (keep the data as they are)
+    ratio: float = 100.0  # rho = n_max / n_min, at least 1
+    max_per_class: int | None = None  # shrink n_max (the shape and rho stay); None keeps the paper's n_max
+    subset_seed: int = 0  # np.random.seed of the LDAM-DRW subset choice (the reference uses 0)
+    # model and method
+    model: str = "auto"  # "auto": resnet32 for 32x32 data, resnet18 for Tiny-ImageNet
+    method: str = "erm"  # a loss, optionally "+" a mixing method: "mfw+ldam-drw", "remix", ...
+    sampler: str = "instance"  # instance, class, sqrt, progressive, drs (class-balanced from drw_epoch)
+    # optimisation (LDAM-DRW protocol; schedule points are scaled to `epochs` when left as None)
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    warmup_epochs: float | None = None  # None: 5/200 of the epochs (5 for 200); linear, per iteration
+    lr_milestones: tuple[int, ...] | None = None  # None: 0.8 and 0.9 of the epochs (CIFAR), 0.75 (Tiny)
+    lr_factors: tuple[float, ...] | None = None  # multipliers of lr at each milestone: (0.01, 1e-4) / (0.1,)
+    drw_epoch: int | None = None  # None: the first milestone (160 of 200); also DRS's switch epoch
+    # losses
+    cb_beta: float = 0.9999  # class-balanced weights (1 - beta) / (1 - beta ** n_c), normalised to sum C
+    focal_gamma: float = 1.0
+    ldam_max_margin: float = 0.5  # margins proportional to n_c ** -1/4, the largest equal to this
+    ldam_scale: float = 30.0
+    la_tau: float = 1.0  # logit adjustment: logits + tau * log prior (tau=1 is balanced softmax)
+    # major feature weakening (MFW), our reconstruction of the paper's method
+    mfw_point: str = "stage1"  # where features are mixed: input, stem, stage1..3(4), feature, or "random"
+    mfw_random_points: tuple[str, ...] = ("stem", "stage1", "stage2")  # choices when mfw_point="random"
+    mfw_select: str = "median"  # p(c): median (n_c >= median count), power, inverse, all
+    mfw_prob: float = 1.0  # the largest selection probability, p(c) = mfw_prob * rule(c)
+    mfw_gamma: float = 1.0  # exponent of the "power" rule ((n_c - n_min) / (n_max - n_min)) ** gamma
+    mfw_lam: str = "uniform"  # law of lam: uniform on [mfw_lam_min, 1], beta(a, a), beta-folded (lam >= .5)
+    mfw_lam_min: float = 0.5
+    mfw_alpha: float = 1.0  # a of the beta laws
+    mfw_active: str = "always"  # "always", or "until-drw": off from drw_epoch on
+    # label-mixing relatives
+    mixup_alpha: float = 1.0
+    manifold_points: tuple[str, ...] = ("input", "stem", "stage1", "stage2")
+    remix_kappa: float = 3.0
+    remix_tau: float = 0.5
+    # evaluation and numerics
+    eval_per_class: int | None = None  # per-epoch test curve on this many test images a class (None: all);
+    # the last epoch is evaluated on the final test set:
+    test_per_class: int | None = None  # the final test set: this many test images a class (None: all of them)
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
+    seed: int = 0
+    profile: str = "paper"  # the named profile these values came from (recorded, part of the hash)
+
+    # ---- derived values -------------------------------------------------------------------------
+    @property
+    def loss(self) -> str:
+        return split_method(self.method)[0]
+
+    @property
+    def mixer(self) -> str | None:
+        return split_method(self.method)[1]
+
+    def resolved_model(self) -> str:
+        if self.model != "auto":
+            return self.model
+        return "resnet18" if self.dataset == "tinyimagenet" else "resnet32"
+
+    def schedule(self) -> tuple[float, tuple[int, ...], tuple[float, ...], int]:
+        """(warm-up epochs, lr milestones, lr factors, DRW epoch), scaled to self.epochs when not set."""
+        tiny = self.dataset == "tinyimagenet"
+        e = self.epochs
+        warm = self.warmup_epochs if self.warmup_epochs is not None else (0.0 if tiny else 5 * e / 200)
+        fracs, facs = ((0.75,), (0.1,)) if tiny else ((0.8, 0.9), (0.01, 1e-4))
+        miles = self.lr_milestones if self.lr_milestones is not None else tuple(round(f * e) for f in fracs)
+        factors = self.lr_factors if self.lr_factors is not None else facs
+        drw = self.drw_epoch if self.drw_epoch is not None else miles[0]
+        return float(warm), tuple(miles), tuple(factors), int(drw)
+
+    def key(self) -> str:
+        """A stable 12-hex hash of every field: the name of the run's folder in the result store."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def label(self) -> str:
+        return f"{self.dataset} {self.imbalance}-{self.ratio:g} {self.method} seed {self.seed} ({self.profile})"
+
+
+def split_method(method: str) -> tuple[str, str | None]:
+    """'mfw+ldam-drw' -> ('ldam-drw', 'mfw'); 'remix' -> ('erm', 'remix'). Raises ConfigError."""
+    parts = [p.strip().lower() for p in method.split("+") if p.strip()]
+    losses = [p for p in parts if p in LOSSES]
+    mixers = [p for p in parts if p in MIXERS]
+    bad = [p for p in parts if p not in LOSSES and p not in MIXERS]
+    if bad or not parts:
+        raise ConfigError(
+            f"unknown method {method!r}: compose one of {', '.join(LOSSES)} with at most one of {', '.join(MIXERS)} using '+'"
+        )
+    if len(losses) > 1 or len(mixers) > 1:
+        raise ConfigError(f"method {method!r} names more than one loss or more than one mixing method")
+    return (losses[0] if losses else "erm"), (mixers[0] if mixers else None)
+
+
+# Profiles: named sets of overrides of RunConfig's defaults.
+# quick: sized by measurement on 2 CPU cores (see README "Profiles"); smoke: seconds, for tests and CI.
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {"max_per_class": 1000, "epochs": 20, "eval_per_class": 100},
+    "smoke": {"max_per_class": 40, "epochs": 2, "batch_size": 64, "eval_per_class": 20, "test_per_class": 50},
+}
+
+
+def make_config(profile: str = "paper", **overrides: Any) -> RunConfig:
+    """A validated RunConfig: profile defaults, then `overrides` (None values are ignored)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    values = dict(PROFILES[profile])
+    dataset = overrides.get("dataset") or "cifar10"
+    if dataset == "tinyimagenet" and profile == "paper":
+        values["epochs"] = 120
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["profile"] = profile
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+    cfg = RunConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise ConfigError naming the first bad value; needs no data and no model."""
+    _choice("dataset", cfg.dataset, DATASETS)
+    _choice("imbalance", cfg.imbalance, IMBALANCES)
+    _choice("model", cfg.model, MODELS)
+    _choice("sampler", cfg.sampler, SAMPLERS)
+    _choice("mfw_select", cfg.mfw_select, MFW_SELECT)
+    _choice("mfw_lam", cfg.mfw_lam, MFW_LAM)
+    _choice("mfw_active", cfg.mfw_active, MFW_ACTIVE)
+    _choice("precision", cfg.precision, PRECISIONS)
+    split_method(cfg.method)
+    if not (isinstance(cfg.ratio, (int, float)) and cfg.ratio >= 1):
+        raise ConfigError(f"impossible ratio {cfg.ratio!r}: rho = n_max / n_min must be a number >= 1")
+    if cfg.epochs < 1:
+        raise ConfigError(f"impossible epochs {cfg.epochs!r}: must be at least 1")
+    if cfg.batch_size < 2:
+        raise ConfigError(f"impossible batch_size {cfg.batch_size!r}: must be at least 2")
+    if cfg.max_per_class is not None and cfg.max_per_class < 1:
+        raise ConfigError(f"impossible max_per_class {cfg.max_per_class!r}: must be at least 1")
+    for name in ("eval_per_class", "test_per_class"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ConfigError(f"impossible {name} {getattr(cfg, name)!r}: must be at least 1")
+    if not 0 <= cfg.mfw_prob <= 1:
+        raise ConfigError(f"impossible mfw_prob {cfg.mfw_prob!r}: a probability in [0, 1]")
+    if not 0 <= cfg.mfw_lam_min <= 1:
+        raise ConfigError(f"impossible mfw_lam_min {cfg.mfw_lam_min!r}: must lie in [0, 1]")
+    from .models import mixing_points  # local import: models pulls in torch
+
+    points = mixing_points(cfg.resolved_model())
+    for p in ((cfg.mfw_point,) if cfg.mfw_point != "random" else cfg.mfw_random_points) + cfg.manifold_points:
+        if p not in points:
+            raise ConfigError(f"unknown mixing point {p!r} for {cfg.resolved_model()}: choose one of {', '.join(points)}")
+    if cfg.dataset != "imagefolder" and cfg.imbalance != "none":
+        from .data import class_counts, spec
+
+        n_max = spec(cfg.dataset).n_max if cfg.max_per_class is None else min(cfg.max_per_class, spec(cfg.dataset).n_max)
+        if min(class_counts(spec(cfg.dataset).num_classes, n_max, cfg.imbalance, cfg.ratio)) < 1:
+            raise ConfigError(
+                f"impossible ratio {cfg.ratio:g} for n_max={n_max}: the smallest class would keep no image"
+            )
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'mfw_prob=0.5' -> ('mfw_prob', 0.5), typed by the RunConfig field; for --set on the command line."""
+    if "=" not in text:
+        raise ConfigError(f"bad --set {text!r}: expected field=value")
+    name, raw = text.split("=", 1)
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    if name not in fields:
+        raise ConfigError(f"unknown config field {name!r} in --set")
+    default = fields[name].default
+    try:
+        if raw.lower() == "none":
+            return name, None
+        if isinstance(default, tuple) or name in ("lr_milestones", "lr_factors"):
+            conv = float if name == "lr_factors" else (int if name == "lr_milestones" else str)
+            return name, tuple(conv(x) for x in raw.split(",") if x)
+        if isinstance(default, bool):
+            return name, raw.lower() in ("1", "true", "yes")
+        if isinstance(default, float) or name in ("warmup_epochs",):
+            return name, float(raw)
+        if isinstance(default, int) or name in ("max_per_class", "drw_epoch", "eval_per_class", "test_per_class"):
+            return name, int(raw)
+    except ValueError:
+        raise ConfigError(f"bad value {raw!r} for {name}") from None
+    return name, raw
+
+
+__all__ = ["RunConfig", "ConfigError", "PROFILES", "make_config", "validate", "split_method", "parse_assignment", "field"]

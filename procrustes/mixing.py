@@ -1,0 +1,99 @@
+"""Major feature weakening (MFW, our reconstruction of Procrustean training) and its label-mixing relatives.
+
+MFW: pick example i with probability p(y_i) (high for major classes, 0 for minor ones), draw a partner j from
+the same batch and lam_i, replace the hidden feature h_i by lam_i h_i + (1 - lam_i) h_j at one mixing point,
+and KEEP the label y_i. Mixup, manifold mixup and Remix mix labels too; they are here for comparison.
+Each batch gets a `BatchMix`: a hook for the model's forward pass plus the targets and their coefficients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+def selection_probs(counts, rule: str = "median", prob: float = 1.0, gamma: float = 1.0) -> np.ndarray:
+    """p(c) of weakening an example of class c.
+
+    median: prob for classes with n_c >= median count, 0 below; power: prob * ((n_c - n_min)/(n_max - n_min))**gamma;
+    inverse: prob * (1 - n_min / n_c); all: prob for every class (an ablation: no class dependence)."""
+    n = np.asarray(counts, dtype=np.float64)
+    if rule == "median":
+        p = (n >= np.median(n)).astype(np.float64)
+    elif rule == "power":
+        span = n.max() - n.min()
+        p = ((n - n.min()) / span) ** gamma if span > 0 else np.zeros_like(n)
+    elif rule == "inverse":
+        p = 1.0 - n.min() / n
+    elif rule == "all":
+        p = np.ones_like(n)
+    else:
+        raise ValueError(f"unknown selection rule {rule!r}")
+    return prob * p
+
+
+def draw_lam(law: str, size: int, rng: np.random.Generator, lam_min: float = 0.5, alpha: float = 1.0) -> np.ndarray:
+    """uniform: U(lam_min, 1); beta: Beta(alpha, alpha); beta-folded: max(l, 1 - l) with l ~ Beta(alpha, alpha)."""
+    if law == "uniform":
+        return rng.uniform(lam_min, 1.0, size)
+    b = rng.beta(alpha, alpha, size)
+    if law == "beta":
+        return b
+    if law == "beta-folded":
+        return np.maximum(b, 1.0 - b)
+    raise ValueError(f"unknown law of lam {law!r}")
+
+
+def mix_features(h: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """lam_i * h_i + (1 - lam_i) * h_perm(i); lam = 1 leaves h_i exactly as it was."""
+    shape = (-1,) + (1,) * (h.dim() - 1)
+    lam = lam.to(h.dtype).view(shape)
+    return lam * h + (1 - lam) * h[perm]
+
+
+@dataclass
+class BatchMix:
+    """What one batch does: where to mix (point), with whom (perm) and how much (lam per example), and the
+    targets of the loss with their coefficients."""
+
+    targets: list[torch.Tensor]
+    coefs: list[torch.Tensor]
+    point: str | None = None
+    perm: torch.Tensor | None = None
+    lam: torch.Tensor | None = None
+    weakened: torch.Tensor | None = None  # bool mask of MFW-selected examples (for diagnostics)
+    extra: dict = field(default_factory=dict)
+
+    def hook(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        if name == self.point and self.perm is not None:
+            return mix_features(h, self.perm, self.lam)
+        return h
+
+
+def plan_batch(cfg, y: torch.Tensor, counts, epoch: int, drw_epoch: int, gen: torch.Generator, rng: np.random.Generator) -> BatchMix:
+    """The BatchMix of one batch for cfg.mixer (None: plain training)."""
+    b, dev = y.numel(), y.device
+    ones = torch.ones(b, device=dev)
+    mixer = cfg.mixer
+    if mixer is None or (mixer == "mfw" and cfg.mfw_active == "until-drw" and epoch >= drw_epoch):
+        return BatchMix([y], [ones])
+    perm = torch.randperm(b, generator=gen, device=dev)
+    if mixer == "mfw":
+        p = torch.tensor(selection_probs(counts, cfg.mfw_select, cfg.mfw_prob, cfg.mfw_gamma), dtype=torch.float32, device=dev)
+        chosen = torch.rand(b, generator=gen, device=dev) < p[y]
+        lam = torch.tensor(draw_lam(cfg.mfw_lam, b, rng, cfg.mfw_lam_min, cfg.mfw_alpha), dtype=torch.float32, device=dev)
+        lam = torch.where(chosen, lam, ones)
+        point = cfg.mfw_point if cfg.mfw_point != "random" else str(rng.choice(list(cfg.mfw_random_points)))
+        return BatchMix([y], [ones], point, perm, lam, chosen)
+    # label-mixing relatives: one lam per batch, as in mixup
+    lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+    point = "input" if mixer in ("mixup", "remix") else str(rng.choice(list(cfg.manifold_points)))
+    lam_x = torch.full((b,), lam, device=dev)
+    lam_y = lam_x.clone()
+    if mixer == "remix":  # Chou et al. 2020: the label goes to the minor side when the counts differ enough
+        n = torch.tensor(np.asarray(counts, np.float64), dtype=torch.float32, device=dev)
+        r = n[y] / n[y[perm]]
+        lam_y = torch.where((r >= cfg.remix_kappa) & (lam_x < cfg.remix_tau), torch.zeros_like(lam_y), lam_y)
+        lam_y = torch.where((r <= 1 / cfg.remix_kappa) & (1 - lam_x < cfg.remix_tau), torch.ones_like(lam_y), lam_y)
+    return BatchMix([y, y[perm]], [lam_y, 1 - lam_y], point, perm, lam_x)

@@ -1,0 +1,242 @@
+"""The trainer: the whole training set on the device as uint8, batched augmentation there, bf16 autocast where
+the hardware has it, channels_last, fused SGD on CUDA; per-epoch diagnostics (per-class training accuracy,
+feature-gradient norms, test accuracy, where minor-class examples are predicted); a checkpoint every epoch so
+that an interrupted run resumes and ends with the same result."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import store
+from .augment import augment, normalise
+from .config import RunConfig, validate
+from .data import GROUP_DEFINITIONS, class_groups, load_benchmark, major_classes
+from .losses import Criterion, class_weights, reduce
+from .mixing import plan_batch
+from .models import build_model
+from .samplers import epoch_indices
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
+    return dev
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix units (AMX or AVX512-BF16): there bf16 autocast is about 2x faster than fp32."""
+    f = [getattr(torch.cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(fn() for fn in f if fn is not None)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def lr_at(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up per iteration over the warm-up epochs, then step decays at the milestones."""
+    warm, miles, factors, _ = cfg.schedule()
+    epoch = step // steps_per_epoch
+    if warm > 0 and step < warm * steps_per_epoch:
+        return cfg.lr * (step + 1) / (warm * steps_per_epoch)
+    lr = cfg.lr
+    for m, f in zip(miles, factors):
+        if epoch >= m:
+            lr = cfg.lr * f
+    return lr
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, mean, std, bf16: bool, batch: int = 1000):
+    """Per-class top-1 correct counts, class sizes and the number of top-5 hits."""
+    model.eval()
+    correct = torch.zeros(num_classes, device=x.device)
+    total = torch.zeros(num_classes, device=x.device)
+    top5 = torch.zeros((), device=x.device)
+    for i in range(0, len(y), batch):
+        xb, yb = normalise(x[i : i + batch], mean, std), y[i : i + batch]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(xb).float()
+        correct.index_add_(0, yb, (logits.argmax(1) == yb).float())
+        total.index_add_(0, yb, torch.ones_like(yb, dtype=torch.float))
+        k = min(5, num_classes)
+        top5 += (logits.topk(k, 1).indices == yb[:, None]).any(1).sum()
+    return correct, total, top5
+
+
+def balanced_subset(y: np.ndarray, per_class: int | None) -> np.ndarray:
+    """The first `per_class` test images of each class (all when None): the per-epoch evaluation set."""
+    if per_class is None:
+        return np.arange(len(y))
+    return np.sort(np.concatenate([np.where(y == c)[0][:per_class] for c in np.unique(y)]))
+
+
+def run(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
+        stop_after: int | None = None) -> dict | None:
+    """The stored result of cfg if it is finished, else train it (resuming a checkpoint) and store it.
+
+    stop_after: train at most this many epochs in this call and leave a checkpoint (time-sliced jobs);
+    returns None when the run is not finished yet."""
+    validate(cfg)
+    done = store.read_result(cfg, results)
+    if done is not None:
+        return done
+    return train(cfg, device=device, data_root=data_root, results=results, progress=progress, stop_after=stop_after)
+
+
+def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
+          stop_after: int | None = None) -> dict | None:
+    from tqdm.auto import tqdm
+
+    validate(cfg)
+    dev = resolve_device(device)
+    bf16 = use_bf16(cfg.precision, dev)
+    out = store.run_dir(cfg, results)
+    ckpt_path = out / "checkpoint.pt"
+    bench = load_benchmark(cfg, data_root)
+    counts, C, spec = bench.counts, len(bench.counts), bench.spec
+    warm, miles, factors, drw_epoch = cfg.schedule()
+
+    train_x = torch.from_numpy(bench.train_x).to(dev)
+    train_y = torch.from_numpy(bench.train_y).to(dev)
+    test_x = torch.from_numpy(bench.test_x).to(dev)
+    test_y = torch.from_numpy(bench.test_y).to(dev)
+    curve_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.eval_per_class)).to(dev)
+    final_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.test_per_class)).to(dev)
+    is_major = torch.from_numpy(major_classes(counts)).to(dev)
+
+    criterion = Criterion(cfg.loss, counts, focal_gamma=cfg.focal_gamma, ldam_max_margin=cfg.ldam_max_margin,
+                          ldam_scale=cfg.ldam_scale, la_tau=cfg.la_tau, device=dev)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.resolved_model(), C, normed=criterion.uses_cosine).to(dev, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          **({"fused": True} if dev.type == "cuda" else {}))
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)  # augmentation, sampling, partners, selection
+    rng = np.random.default_rng(cfg.seed)  # laws of lam, random mixing points
+    history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "feature_grad",
+                                                "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds")}
+    start_epoch, wall, train_wall, images, started = 0, 0.0, 0.0, 0, store.now_utc()
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        gen.set_state(ck["gen"].cpu())
+        rng.bit_generator.state = ck["rng"]
+        history, start_epoch, started = ck["history"], ck["epoch"], ck["started"]
+        wall, train_wall, images = ck["wall"], ck["train_wall"], ck["images"]
+    store.atomic_write_json(out / "config.json", cfg.to_dict())
+
+    n, B = len(train_y), cfg.batch_size
+    steps = math.ceil(n / B)
+    bar = tqdm(total=cfg.epochs * steps, initial=start_epoch * steps, desc=cfg.label(), disable=not progress,
+               unit="step", mininterval=1.0, dynamic_ncols=True)
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        t0 = time.perf_counter()
+        model.train()
+        weights = class_weights(cfg.loss, counts, epoch, drw_epoch, cfg.cb_beta).to(dev)
+        idx = epoch_indices(cfg.sampler, train_y, counts, epoch, cfg.epochs, drw_epoch, gen)
+        seen, correct, gsum, to_major = (torch.zeros(C, device=dev) for _ in range(4))
+        loss_sum, weakened = torch.zeros((), device=dev), torch.zeros((), device=dev)
+        for s in range(steps):
+            lr = lr_at(cfg, epoch * steps + s, steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            bi = idx[s * B : (s + 1) * B]
+            xb, _, _ = augment(train_x[bi], spec.pad, gen)
+            x, y = normalise(xb, spec.mean, spec.std), train_y[bi]
+            mix = plan_batch(cfg, y, counts, epoch, drw_epoch, gen, rng)
+            grads: list[torch.Tensor] = []
+
+            def hook(name: str, h: torch.Tensor) -> torch.Tensor:
+                h = mix.hook(name, h)
+                if name == "feature" and h.requires_grad:
+                    h.register_hook(grads.append)
+                return h
+
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x, hook)
+            losses = [criterion.per_example(logits, t) for t in mix.targets]
+            loss = reduce(losses, mix.targets, mix.coefs, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                pred = logits.argmax(1)
+                ones = torch.ones_like(y, dtype=torch.float)
+                seen.index_add_(0, y, ones)
+                correct.index_add_(0, y, (pred == y).float())
+                to_major.index_add_(0, y, is_major[pred].float())
+                # |dL/d feature_i| x batch size: for plain CE, the norm of example i's own loss gradient
+                gsum.index_add_(0, y, grads[0].float().norm(dim=1) * len(y))
+                loss_sum += loss.detach() * len(y)
+                if mix.weakened is not None:
+                    weakened += mix.weakened.sum()
+            bar.update(1)
+        train_s = time.perf_counter() - t0
+        last = epoch == cfg.epochs - 1
+        ev = final_idx if last else curve_idx
+        tc, tt, top5 = evaluate(model, test_x[ev], test_y[ev], C, spec.mean, spec.std, bf16)
+        seen_c = seen.clamp(min=1)
+        history["epoch"].append(epoch + 1)
+        history["lr"].append(lr)
+        history["train_loss"].append(float(loss_sum) / n)
+        history["train_acc"].append((correct / seen_c).tolist())
+        history["feature_grad"].append((gsum / seen_c).tolist())
+        history["pred_major_share"].append((to_major / seen_c).tolist())
+        history["weakened_share"].append(float(weakened) / n)
+        history["test_acc"].append((tc / tt.clamp(min=1)).tolist())
+        history["test_top1"].append(float(tc.sum() / tt.sum()))
+        epoch_s = time.perf_counter() - t0
+        history["seconds"].append(round(epoch_s, 3))
+        wall += epoch_s
+        train_wall += train_s
+        images += n
+        bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", test=f"{history['test_top1'][-1]:.3f}", refresh=False)
+        store.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                                            "rng": rng.bit_generator.state, "history": history, "epoch": epoch + 1,
+                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "config": cfg.to_dict()})
+    bar.close()
+    if end_epoch < cfg.epochs:
+        return None
+
+    if end_epoch == start_epoch:  # every epoch was checkpointed, but the result was not stored: evaluate now
+        tc, tt, top5 = evaluate(model, test_x[final_idx], test_y[final_idx], C, spec.mean, spec.std, bf16)
+    per_class = (tc / tt.clamp(min=1)).cpu().numpy()
+    groups = class_groups(counts, cfg.imbalance)
+    result = {
+        "key": cfg.key(),
+        "config": cfg.to_dict(),
+        "summary": {
+            "test_acc": float(tc.sum() / tt.sum()),
+            "test_error": 100.0 * (1 - float(tc.sum() / tt.sum())),
+            "top5_error": 100.0 * (1 - float(top5) / float(tt.sum())),
+            "best_epoch_test_acc": max(history["test_top1"]) if cfg.eval_per_class == cfg.test_per_class else None,
+            "test_acc_per_class": per_class.tolist(),
+            "group_test_acc": {g: float(per_class[c].mean()) if c else None for g, c in groups.items()},
+            "groups": groups,
+            "group_definition": GROUP_DEFINITIONS["major/minor" if cfg.imbalance == "step" else "many/medium/few"],
+            "train_counts": list(map(int, counts)),
+            "classes": bench.classes,
+            "test_images": int(tt.sum()),
+            "schedule": {"warmup_epochs": warm, "lr_milestones": list(miles), "lr_factors": list(factors), "drw_epoch": drw_epoch},
+        },
+        "history": history,
+        "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), "bf16" if bf16 else "fp32"),
+    }
+    store.set_aside_damaged(cfg, results)
+    store.atomic_write_json(out / "result.json", result)
+    torch.save(model.state_dict(), out / "model.pt")
+    ckpt_path.unlink(missing_ok=True)
+    return result
