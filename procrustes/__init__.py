@@ -6,8 +6,8 @@ trainer (`train`), the result store (`store`) and the experiments behind each fi
 from .config import ConfigError, RunConfig, make_config
 from .data import benchmark_counts, class_counts, class_groups, load_benchmark
 from .models import build_model, resnet18, resnet32
-from .train import run, train
+from .train import run
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "RunConfig", "make_config", "benchmark_counts", "class_counts", "class_groups",
-           "load_benchmark", "build_model", "resnet18", "resnet32", "run", "train"]
+           "load_benchmark", "build_model", "resnet18", "resnet32", "run"]

@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--data-root")
+    b.add_argument("--accuracy-steps", type=int, metavar="K", help="also train each pipeline K steps and compare test accuracy")
+    b.add_argument("--aug-samples", type=int, default=10000, help="crops sampled from each pipeline for the augmentation check")
+    b.add_argument("--packed", type=int, metavar="N", help="instead: N short runs one after another against N packed concurrently")
+    b.add_argument("--packed-epochs", type=int, help="epochs of each --packed run (default: 5 on CUDA, 1 smoke run on CPU)")
     return ap
 
 

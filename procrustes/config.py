@@ -148,7 +148,7 @@ def split_method(method: str) -> tuple[str, str | None]:
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"max_per_class": 1000, "epochs": 20, "eval_per_class": 100},
-    "smoke": {"max_per_class": 40, "epochs": 2, "batch_size": 64, "eval_per_class": 20, "test_per_class": 50},
+    "smoke": {"max_per_class": 100, "epochs": 2, "batch_size": 64, "eval_per_class": 20, "test_per_class": 50},
 }
 
 
@@ -162,6 +162,9 @@ def make_config(profile: str = "paper", **overrides: Any) -> RunConfig:
         values["epochs"] = 120
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["profile"] = profile
+    if isinstance(values.get("ratio", RunConfig.ratio), float) and float(values.get("ratio", RunConfig.ratio)).is_integer():
+        # one key per run: --ratio 10 (a float from the command line) and ratio=10 (an int) are the same run
+        values["ratio"] = int(values.get("ratio", RunConfig.ratio))
     names = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = set(values) - names
     if unknown:

@@ -10,7 +10,8 @@ from .config import RunConfig, make_config
 
 SEEDS = {"paper": (0, 1, 2), "quick": (0,), "smoke": (0,)}
 TABLE_METHODS = ("erm", "focal", "ldam", "cb", "drw", "ldam-drw", "mfw", "mfw+drw", "mfw+ldam-drw")
-QUICK_TABLE_METHODS = ("erm", "ldam-drw", "mfw", "mfw+ldam-drw")
+# the quick table, reduced to fit 2 CPU cores: (imbalance, ratio) -> methods
+QUICK_TABLE = {("exp", 100): ("erm", "ldam-drw", "mfw", "mfw+ldam-drw"), ("step", 100): ("erm", "mfw")}
 TINY_METHODS = ("erm", "drw", "ldam-drw", "mfw", "mfw+drw", "mfw+ldam-drw")
 
 
@@ -24,15 +25,13 @@ def dynamics_runs(profile: str, methods=("erm", "mfw")) -> list[RunConfig]:
 
 
 def cifar_table_runs(profile: str) -> list[RunConfig]:
-    """Notebook 05: CIFAR-10/100 x {exp, step} x {100, 10} (paper); CIFAR-10 x {exp, step} x 100 otherwise."""
+    """Notebook 05: CIFAR-10/100 x {exp, step} x {100, 10} x TABLE_METHODS (paper); QUICK_TABLE otherwise."""
     if profile == "paper":
-        grid = [(d, i, r) for d in ("cifar10", "cifar100") for i in ("exp", "step") for r in (100, 10)]
-        methods = TABLE_METHODS
+        grid = [(d, i, r, TABLE_METHODS) for d in ("cifar10", "cifar100") for i in ("exp", "step") for r in (100, 10)]
     else:
-        grid = [("cifar10", i, 100) for i in ("exp", "step")]
-        methods = QUICK_TABLE_METHODS
+        grid = [("cifar10", i, r, methods) for (i, r), methods in QUICK_TABLE.items()]
     return [make_config(profile, dataset=d, imbalance=i, ratio=r, method=m, seed=s)
-            for d, i, r in grid for m in methods for s in _seeds(profile)]
+            for d, i, r, methods in grid for m in methods for s in _seeds(profile)]
 
 
 def tiny_table_runs(profile: str) -> list[RunConfig]:
@@ -76,7 +75,7 @@ def ablation_variants(profile: str) -> list[Variant]:
     ]
     if profile == "paper":
         return full
-    keep = {("mixing point", "stem"), ("mixing point", "stage1"), ("mixing point", "stage3"),
+    keep = {("mixing point", "stem"), ("mixing point", "stage1"),
             ("relatives", "ERM"), ("relatives", "MFW"), ("relatives", "mixup"), ("relatives", "Remix")}
     return [v for v in full if (v.group, v.label) in keep]
 
@@ -112,3 +111,47 @@ def all_runs(profile: str, notebooks: list[str] | None = None) -> list[RunConfig
                 seen.add(c.key())
                 out.append(c)
     return out
+
+
+# ---------------------------------------------------------------- helpers the notebooks share
+
+
+def gather(configs: list[RunConfig], *, train_missing: bool = False, device="auto", data_root=None, results=None,
+           progress: bool = True) -> tuple[list[dict], list[RunConfig]]:
+    """(finished results, missing configs) from the result store, in the order of `configs`; with
+    train_missing, first train (and store) the missing ones with `train.run`."""
+    from .store import collect
+
+    done, missing = collect(configs, results)
+    if train_missing and missing:
+        from .train import run
+
+        for c in missing:
+            run(c, device=device, data_root=data_root, results=results, progress=progress)
+        done, missing = collect(configs, results)
+    return done, missing
+
+
+def describe_grid(configs: list[RunConfig]) -> str:
+    """The grid a notebook needs, by benchmark, method and seed only (no profile, sizes or epochs), so that the
+    text is the same in the quick and smoke profiles (nbval compares it)."""
+    benches = list(dict.fromkeys(f"{c.dataset} {c.imbalance} rho={c.ratio:g}" for c in configs))
+    methods = list(dict.fromkeys(c.method for c in configs))
+    seeds = sorted({c.seed for c in configs})
+    return "\n".join([f"benchmarks ({len(benches)}): " + "; ".join(benches),
+                      f"methods ({len(methods)}): " + ", ".join(methods),
+                      "seeds: " + ", ".join(map(str, seeds)),
+                      f"runs: {len({c.key() for c in configs})}"])
+
+
+def describe_ablation(pairs: list[tuple[Variant, RunConfig]]) -> str:
+    """describe_grid for ablation_runs' (Variant, config) pairs: each variant with what it varies."""
+    lines = [describe_grid([c for _, c in pairs]).split("\n")[0], "variants:"]
+    seen = set()
+    for v, _ in pairs:
+        if (v.group, v.label) in seen:
+            continue
+        seen.add((v.group, v.label))
+        lines.append(f"  {v.group}: {v.label} ({', '.join(f'{k}={val}' for k, val in v.overrides.items())})")
+    lines.append(f"runs: {len({c.key() for _, c in pairs})}")
+    return "\n".join(lines)

@@ -63,7 +63,7 @@ def read_result(cfg: RunConfig, root: Path | None = None) -> dict | None:
         return None
     try:
         res = json.loads(path.read_text())
-        if res.get("key") != cfg.key() or "summary" not in res:
+        if not isinstance(res, dict) or res.get("key") != cfg.key() or "summary" not in res:
             raise ValueError("it does not hold a finished result of this configuration")
         return res
     except (ValueError, OSError) as e:

@@ -75,6 +75,75 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, mean, st
     return correct, total, top5
 
 
+def make_model(cfg: RunConfig, num_classes: int, normed: bool, device: torch.device) -> torch.nn.Module:
+    """The trainer's model: cfg's architecture on `device` in channels_last memory (seed torch first)."""
+    return build_model(cfg.resolved_model(), num_classes, normed=normed).to(device, memory_format=torch.channels_last)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    """SGD with cfg's momentum and weight decay; the fused kernel on CUDA."""
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           **({"fused": True} if device.type == "cuda" else {}))
+
+
+class TrainStep:
+    """One training step of the trainer and the per-class statistics it gathers over an epoch.
+
+    A step: augment the uint8 batch on the device, normalise, plan the batch's mixing, forward under bf16
+    autocast (when `bf16`), per-example loss reduced with this epoch's class weights, backward, SGD step, and
+    the diagnostics (training accuracy, feature-gradient norms, predictions into major classes). Without a mixing
+    method nothing in it waits for the device; the mixing plans copy small host arrays to it (`plan_batch`).
+    `train` runs it; `procrustes.bench` times it against the reference pipeline."""
+
+    def __init__(self, cfg: RunConfig, model, opt, criterion: Criterion, counts, spec, bf16: bool,
+                 gen: torch.Generator, rng: np.random.Generator, is_major: torch.Tensor):
+        self.cfg, self.model, self.opt, self.criterion = cfg, model, opt, criterion
+        self.counts, self.spec, self.bf16, self.gen, self.rng, self.is_major = counts, spec, bf16, gen, rng, is_major
+        self.device = is_major.device
+        self.new_epoch(0, cfg.schedule()[3], torch.ones(len(counts), device=self.device))
+
+    def new_epoch(self, epoch: int, drw_epoch: int, weights: torch.Tensor) -> None:
+        """Set the epoch (for mixing schedules) and its class weights, and zero the epoch's statistics."""
+        C, dev = len(self.counts), self.device
+        self.epoch, self.drw_epoch, self.weights = epoch, drw_epoch, weights
+        self.seen, self.correct, self.gsum, self.to_major = (torch.zeros(C, device=dev) for _ in range(4))
+        self.loss_sum, self.weakened = torch.zeros((), device=dev), torch.zeros((), device=dev)
+
+    def __call__(self, x_u8: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        """One SGD step at learning rate lr on the uint8 images x_u8 (B, H, W, C) with labels y."""
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        xb, _, _ = augment(x_u8, self.spec.pad, self.gen)
+        x = normalise(xb, self.spec.mean, self.spec.std)
+        mix = plan_batch(self.cfg, y, self.counts, self.epoch, self.drw_epoch, self.gen, self.rng)
+        grads: list[torch.Tensor] = []
+
+        def hook(name: str, h: torch.Tensor) -> torch.Tensor:
+            h = mix.hook(name, h)
+            if name == "feature" and h.requires_grad:
+                h.register_hook(grads.append)
+            return h
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(x, hook)
+        losses = [self.criterion.per_example(logits, t) for t in mix.targets]
+        loss = reduce(losses, mix.targets, mix.coefs, self.weights)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            pred = logits.argmax(1)
+            ones = torch.ones_like(y, dtype=torch.float)
+            self.seen.index_add_(0, y, ones)
+            self.correct.index_add_(0, y, (pred == y).float())
+            self.to_major.index_add_(0, y, self.is_major[pred].float())
+            # |dL/d feature_i| x batch size: for plain CE, the norm of example i's own loss gradient
+            self.gsum.index_add_(0, y, grads[0].float().norm(dim=1) * len(y))
+            self.loss_sum += loss.detach() * len(y)
+            if mix.weakened is not None:
+                self.weakened += mix.weakened.sum()
+
+
 def balanced_subset(y: np.ndarray, per_class: int | None) -> np.ndarray:
     """The first `per_class` test images of each class (all when None): the per-epoch evaluation set."""
     if per_class is None:
@@ -119,9 +188,8 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     criterion = Criterion(cfg.loss, counts, focal_gamma=cfg.focal_gamma, ldam_max_margin=cfg.ldam_max_margin,
                           ldam_scale=cfg.ldam_scale, la_tau=cfg.la_tau, device=dev)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.resolved_model(), C, normed=criterion.uses_cosine).to(dev, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          **({"fused": True} if dev.type == "cuda" else {}))
+    model = make_model(cfg, C, criterion.uses_cosine, dev)
+    opt = make_optimizer(model, cfg, dev)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)  # augmentation, sampling, partners, selection
     rng = np.random.default_rng(cfg.seed)  # laws of lam, random mixing points
     history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "feature_grad",
@@ -142,48 +210,20 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     bar = tqdm(total=cfg.epochs * steps, initial=start_epoch * steps, desc=cfg.label(), disable=not progress,
                unit="step", mininterval=1.0, dynamic_ncols=True)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    step = TrainStep(cfg, model, opt, criterion, counts, spec, bf16, gen, rng, is_major)
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
         model.train()
         weights = class_weights(cfg.loss, counts, epoch, drw_epoch, cfg.cb_beta).to(dev)
         idx = epoch_indices(cfg.sampler, train_y, counts, epoch, cfg.epochs, drw_epoch, gen)
-        seen, correct, gsum, to_major = (torch.zeros(C, device=dev) for _ in range(4))
-        loss_sum, weakened = torch.zeros((), device=dev), torch.zeros((), device=dev)
+        step.new_epoch(epoch, drw_epoch, weights)
         for s in range(steps):
             lr = lr_at(cfg, epoch * steps + s, steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
             bi = idx[s * B : (s + 1) * B]
-            xb, _, _ = augment(train_x[bi], spec.pad, gen)
-            x, y = normalise(xb, spec.mean, spec.std), train_y[bi]
-            mix = plan_batch(cfg, y, counts, epoch, drw_epoch, gen, rng)
-            grads: list[torch.Tensor] = []
-
-            def hook(name: str, h: torch.Tensor) -> torch.Tensor:
-                h = mix.hook(name, h)
-                if name == "feature" and h.requires_grad:
-                    h.register_hook(grads.append)
-                return h
-
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x, hook)
-            losses = [criterion.per_example(logits, t) for t in mix.targets]
-            loss = reduce(losses, mix.targets, mix.coefs, weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                pred = logits.argmax(1)
-                ones = torch.ones_like(y, dtype=torch.float)
-                seen.index_add_(0, y, ones)
-                correct.index_add_(0, y, (pred == y).float())
-                to_major.index_add_(0, y, is_major[pred].float())
-                # |dL/d feature_i| x batch size: for plain CE, the norm of example i's own loss gradient
-                gsum.index_add_(0, y, grads[0].float().norm(dim=1) * len(y))
-                loss_sum += loss.detach() * len(y)
-                if mix.weakened is not None:
-                    weakened += mix.weakened.sum()
+            step(train_x[bi], train_y[bi], lr)
             bar.update(1)
+        seen, correct, gsum, to_major = step.seen, step.correct, step.gsum, step.to_major
+        loss_sum, weakened = step.loss_sum, step.weakened
         train_s = time.perf_counter() - t0
         last = epoch == cfg.epochs - 1
         ev = final_idx if last else curve_idx

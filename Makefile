@@ -1,0 +1,73 @@
+# procrustes: `make figures` (regenerate every figure and table from results/), `make test` (what CI runs).
+# make figures PROFILE=quick      train what the quick profile lacks (CPU), then regenerate
+# make reproduce                  train what the paper profile lacks (GPU, resumable), then regenerate
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+DEVICE ?= auto
+SHARED ?= ../shared/data
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup data figures reproduce test unit nbval bench gpu-check clean-smoke
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Real data without internet: extract the archives of ../shared/data when they are there.
+data: data/cifar10/train data/tiny-imagenet-200/wnids.txt
+
+data/cifar10/train:
+	@if [ -f $(SHARED)/cifar10-jpeg.tar.gz ]; then mkdir -p data/cifar10 && tar -xzf $(SHARED)/cifar10-jpeg.tar.gz -C data/cifar10; \
+	else echo "no $(SHARED)/cifar10-jpeg.tar.gz: CIFAR-10 will be downloaded by torchvision into data/cifar10 when first used"; fi
+
+data/tiny-imagenet-200/wnids.txt:
+	@if [ -f $(SHARED)/tiny-imagenet-200-slice.tar.gz ]; then tar -xzf $(SHARED)/tiny-imagenet-200-slice.tar.gz -C data; \
+	else echo "no $(SHARED)/tiny-imagenet-200-slice.tar.gz: put Tiny-ImageNet-200 in data/tiny-imagenet-200 to use it"; fi
+
+# Without PROFILE on the command line: only regenerate from the committed results (missing runs are listed).
+# With PROFILE=...: first train what that profile lacks, then regenerate.
+ifeq ($(origin PROFILE),command line)
+TRAIN := 1
+else
+TRAIN := 0
+endif
+
+figures: setup
+ifeq ($(TRAIN),1)
+	$(MAKE) data
+	$(PY) -m procrustes reproduce --profile $(PROFILE) --device $(DEVICE)
+endif
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb ($(PROFILE))"; \
+	  PROCRUSTES_PROFILE=$(PROFILE) PROCRUSTES_DEVICE=$(DEVICE) PROCRUSTES_TRAIN_MISSING=0 \
+	    $(VENV)/bin/papermill --cwd notebooks -k python3 --no-progress-bar "$$nb" "$$nb" || exit 1; \
+	done
+
+reproduce:
+	$(MAKE) figures PROFILE=paper DEVICE=$(if $(filter auto,$(DEVICE)),cuda,$(DEVICE))
+
+test: setup data unit nbval
+
+unit: setup
+	$(PY) -m pytest tests -q
+
+# nbval over the notebooks in the smoke profile, with a throw-away result store.
+nbval: setup
+	tmp=$$(mktemp -d) && PROCRUSTES_PROFILE=smoke PROCRUSTES_RESULTS=$$tmp PROCRUSTES_FIGURES=$$tmp/figures \
+	  $(PY) -m pytest --nbval-lax -q -p no:cacheprovider notebooks; rc=$$?; rm -rf $$tmp; exit $$rc
+
+bench: setup data
+	$(PY) -m procrustes bench --device $(DEVICE) $(BENCH_ARGS)
+
+# No `setup` prerequisite: a GPU machine without internet has torch in its python3 already.
+# SMOKE=1: the CPU smoke form (seconds).
+gpu-check:
+	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)

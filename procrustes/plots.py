@@ -1,0 +1,460 @@
+"""The figures the notebooks share: one colour-blind-safe style, and every figure saved as PNG and PDF.
+
+Conventions: x is the epoch (1 = after the first epoch); accuracies are in %; the feature-gradient norm is
+||dLoss/d(feature)|| per training example (the penultimate feature, arbitrary units). Group curves average the
+per-class values over the classes of a group (`procrustes.data.class_groups`): major/minor for step
+imbalance, many/medium/few for the others. Titles name the benchmark and the profile the numbers come from.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from .data import class_groups
+
+REPO = Path(__file__).resolve().parents[1]
+
+# seaborn "colorblind": 0 blue, 1 orange, 2 green, 3 vermilion, 4 purple, 5 brown, 6 pink, 7 grey, 8 yellow, 9 sky
+PALETTE = sns.color_palette("colorblind")
+GROUP_COLORS = {"major": PALETTE[0], "minor": PALETTE[3], "many": PALETTE[0], "medium": PALETTE[2],
+                "few": PALETTE[3], "all": PALETTE[7]}
+METHOD_COLORS = {"erm": PALETTE[7], "mfw": PALETTE[4], "focal": PALETTE[5], "ldam": PALETTE[9], "cb": PALETTE[8],
+                 "drw": PALETTE[2], "ldam-drw": PALETTE[0], "mfw+drw": PALETTE[1], "mfw+ldam-drw": PALETTE[3],
+                 "mixup": PALETTE[6], "manifold-mixup": PALETTE[9], "remix": PALETTE[5]}
+LINESTYLES = ["-", "--", ":", "-."]
+SEQUENTIAL_CMAP = "cividis"  # perceptually uniform and readable with colour-vision deficiencies
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "Tiny-ImageNet-200", "imagefolder": "image folder"}
+METHOD_NAMES = {"erm": "ERM", "focal": "Focal", "cb": "CB RW", "drw": "DRW", "ldam": "LDAM", "ldam-drw": "LDAM-DRW",
+                "logit-adjust": "logit adj.", "mfw": "MFW", "mixup": "mixup", "manifold-mixup": "manifold mixup",
+                "remix": "Remix"}
+
+METRICS = {  # history key -> (axis label with units, factor applied to the stored value)
+    "train_acc": ("training accuracy (%)", 100.0),
+    "test_acc": ("test accuracy (%)", 100.0),
+    "feature_grad": ("feature-gradient norm\n||dL/dh|| per example (a.u.)", 1.0),
+    "pred_major_share": ("predicted as a major class (%)", 100.0),
+}
+
+RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8.5,
+    "legend.frameon": False,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+    "pdf.fonttype": 42,
+}
+
+
+def apply_style() -> None:
+    """Set the package style for the rest of the session (what the notebooks call once)."""
+    sns.set_theme(context="notebook", style="ticks", palette="colorblind")
+    matplotlib.rcParams.update(RC)
+
+
+@contextmanager
+def style():
+    """`with style(): ...`: the package style for the figures made inside the block only."""
+    with sns.axes_style("ticks"), matplotlib.rc_context(RC):
+        yield
+
+
+# ---------------------------------------------------------------------------------------- saving
+
+
+def figures_dir(outdir: str | Path | None = None) -> Path:
+    """outdir, else $PROCRUSTES_FIGURES, else the repository's figures/ folder."""
+    d = Path(outdir) if outdir else Path(os.environ.get("PROCRUSTES_FIGURES") or REPO / "figures")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save_figure(fig, name: str, outdir: str | Path | None = None, dpi: int = 150) -> list[Path]:
+    """figures/<name>.png (dpi 150) and figures/<name>.pdf; returns both paths. PDF metadata carries no date,
+    so that regenerating an unchanged figure gives the same file."""
+    d = figures_dir(outdir)
+    paths = [d / f"{name}.png", d / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None, "Producer": None,
+                                                         "Creator": None})
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+
+def method_name(method: str) -> str:
+    """'mfw+ldam-drw' -> 'MFW + LDAM-DRW'."""
+    parts = method.split("+")
+    return " + ".join(METHOD_NAMES.get(p, p) for p in parts)
+
+
+def benchmark_name(dataset: str, imbalance: str, ratio: float) -> str:
+    imb = {"exp": "long-tailed (exp)", "step": "step", "none": "as-is"}.get(imbalance, imbalance)
+    return f"{DATASET_NAMES.get(dataset, dataset)}, {imb} imbalance, rho={ratio:g}"
+
+
+def setting_title(result_or_config: dict, what: str = "") -> str:
+    """'<what>\\nCIFAR-10, step imbalance, rho=100 | quick profile: n_max 1000, 20 epochs, seed 0'."""
+    c = result_or_config.get("config", result_or_config)
+    size = f"n_max {c['max_per_class']}, " if c.get("max_per_class") else ""
+    line = (f"{benchmark_name(c['dataset'], c['imbalance'], c['ratio'])} | {c['profile']} profile: "
+            f"{size}{c['epochs']} epochs, seed {c['seed']}")
+    return f"{what}\n{line}" if what else line
+
+
+def result_label(result: dict) -> str:
+    return method_name(result["config"]["method"])
+
+
+# ---------------------------------------------------------------------------------------- data access
+
+
+def groups_of(result: dict) -> dict[str, list[int]]:
+    """The reporting groups of a run, without empty groups."""
+    s = result["summary"]
+    g = class_groups(s["train_counts"], result["config"]["imbalance"])
+    return {k: v for k, v in g.items() if v}
+
+
+def minority_group(result: dict) -> str:
+    """'minor' (step) or 'few' (otherwise); 'medium' or the last group when 'few' is empty."""
+    g = groups_of(result)
+    for name in ("minor", "few", "medium"):
+        if name in g:
+            return name
+    return list(g)[-1]
+
+
+def majority_group(result: dict) -> str:
+    g = groups_of(result)
+    for name in ("major", "many", "medium"):
+        if name in g:
+            return name
+    return list(g)[0]
+
+
+def epochs(result: dict) -> np.ndarray:
+    return np.asarray(result["history"]["epoch"])
+
+
+def per_class(result: dict, metric: str) -> np.ndarray:
+    """(epochs, classes) array of a per-class history metric, in the metric's plotting units."""
+    factor = METRICS.get(metric, ("", 1.0))[1]
+    return np.asarray(result["history"][metric], dtype=float) * factor
+
+
+def group_curves(result: dict, metric: str) -> dict[str, np.ndarray]:
+    """{group: curve along epochs}: per-class values averaged over the classes of each (non-empty) group."""
+    a = per_class(result, metric)
+    return {g: a[:, idx].mean(axis=1) for g, idx in groups_of(result).items()}
+
+
+def _mark_schedule(ax, result: dict) -> None:
+    """A faint vertical line at the first learning-rate decay (and DRW switch), when it falls inside."""
+    sched = result["summary"].get("schedule", {})
+    miles = sched.get("lr_milestones") or []
+    n = result["config"]["epochs"]
+    if miles and 0 < miles[0] < n:
+        ax.axvline(miles[0] + 0.5, color="0.5", lw=0.8, ls=(0, (2, 2)), zorder=0)
+        ax.annotate("lr decay" + (" / DRW" if "drw" in result["config"]["method"] else ""), (miles[0] + 0.5, 1.0),
+                    xycoords=("data", "axes fraction"), xytext=(3, -10), textcoords="offset points",
+                    fontsize=7.5, color="0.4", va="top")
+
+
+def _epoch_axis(ax, result: dict) -> None:
+    n = result["config"]["epochs"]
+    ax.set_xlabel("epoch")
+    ax.set_xlim(0.5, n + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=8))
+
+
+# ---------------------------------------------------------------------------------------- class counts
+
+
+def plot_benchmark_counts(counts: dict[tuple[str, str, float], list[int]], log: bool = True):
+    """One panel per dataset: training images per class (class index, largest first) for each (imbalance, rho);
+    one legend for all panels (the totals are in the benchmark_counts table)."""
+    datasets = list(dict.fromkeys(d for d, _, _ in counts))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.4 * len(datasets), 4.0), squeeze=False, layout="constrained")
+    styles = {}
+    for (_, imb, r) in counts:
+        if (imb, r) not in styles:
+            k = len(styles)
+            styles[(imb, r)] = (PALETTE[k % len(PALETTE)], LINESTYLES[k % len(LINESTYLES)])
+    for ax, d in zip(axes[0], datasets):
+        for (dd, imb, r), c in counts.items():
+            if dd != d:
+                continue
+            col, ls = styles[(imb, r)]
+            ax.plot(np.arange(len(c)), c, drawstyle="steps-mid" if imb == "step" else "default", color=col, ls=ls,
+                    lw=1.8, marker="o" if len(c) <= 10 else None, ms=3.5)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(DATASET_NAMES.get(d, d))
+        ax.set_xlabel("class index (largest class first)")
+        ax.set_ylabel("training images per class")
+    handles = [matplotlib.lines.Line2D([], [], color=col, ls=ls, lw=1.8, label=f"{imb} imbalance, rho={r:g}")
+               for (imb, r), (col, ls) in styles.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), handlelength=3)
+    fig.suptitle("Class-count profiles of the benchmarks (LDAM-DRW convention; test sets stay balanced)")
+    return fig
+
+
+def plot_class_counts(ax, result: dict) -> None:
+    """Bars of training images per class, coloured by reporting group."""
+    s = result["summary"]
+    counts = np.asarray(s["train_counts"])
+    colors = ["0.5"] * len(counts)
+    for g, idx in groups_of(result).items():
+        for i in idx:
+            colors[i] = GROUP_COLORS.get(g, "0.5")
+    ax.bar(np.arange(len(counts)), counts, color=colors)
+    _class_ticks(ax, result)
+    ax.set_ylabel("training images per class")
+    if counts.max() / max(counts.min(), 1) > 20:
+        ax.set_yscale("log")
+    handles = [matplotlib.patches.Patch(color=GROUP_COLORS.get(g, "0.5"), label=f"{g} ({len(i)} classes)")
+               for g, i in groups_of(result).items()]
+    ax.legend(handles=handles, loc="upper right")
+
+
+def _class_ticks(ax, result: dict) -> None:
+    classes = result["summary"].get("classes") or []
+    n = len(result["summary"]["train_counts"])
+    if n <= 20 and len(classes) == n:
+        ax.set_xticks(np.arange(n))
+        ax.set_xticklabels([f"{i}: {c}" for i, c in enumerate(classes)], rotation=40, ha="right")
+        ax.set_xlabel("class (largest first)")
+    else:
+        ax.set_xlabel("class index (largest first)")
+
+
+# ---------------------------------------------------------------------------------------- curves
+
+
+def plot_group_metric(ax, results: list[dict], metric: str, groups: list[str] | None = None,
+                      ylabel: str | None = None, schedule: bool = True) -> None:
+    """Group curves of one history metric: colour = group, line style = method (one style per result)."""
+    for k, r in enumerate(results):
+        ls = LINESTYLES[k % len(LINESTYLES)]
+        for g, y in group_curves(r, metric).items():
+            if groups is not None and g not in groups:
+                continue
+            lab = f"{g}, {result_label(r)}" if len(results) > 1 else g
+            ax.plot(epochs(r), y, color=GROUP_COLORS.get(g), ls=ls, lw=1.8, marker="o", ms=2.5, label=lab)
+    if results:
+        _epoch_axis(ax, results[0])
+        if schedule:
+            _mark_schedule(ax, results[0])
+    ax.set_ylabel(ylabel or METRICS[metric][0])
+    if METRICS.get(metric, ("", 1))[1] == 100.0:
+        ax.set_ylim(-3, 103)
+
+
+def plot_underfit_then_overfit(result: dict):
+    """Notebook 02: major vs minor training and test accuracy, and where minor-class training data go."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    plot_group_metric(axes[0], [result], "train_acc")
+    axes[0].set_title("training accuracy (on the augmented batches)")
+    plot_group_metric(axes[1], [result], "test_acc")
+    axes[1].set_title("test accuracy (balanced test set)")
+    low = minority_group(result)
+    plot_group_metric(axes[2], [result], "pred_major_share", groups=[low],
+                      ylabel=f"{low}-class training examples\npredicted as a major class (%)")
+    axes[2].axhline(50, color="0.6", lw=0.8, ls=":")
+    axes[2].set_title(f"where {low}-class training data are predicted")
+    for ax in axes:
+        ax.legend(loc="best")
+    fig.suptitle(setting_title(result, f"{result_label(result)}: per-group accuracy along training"))
+    return fig
+
+
+def plot_feature_gradients(results: list[dict]):
+    """Notebook 03: group means of the per-example feature-gradient norm (colour = group, style = method), and
+    one class x epoch heat map per method on a shared logarithmic colour scale."""
+    n = len(results)
+    fig = plt.figure(figsize=(5.2 + 4.2 * n, 4.4), layout="constrained")
+    gs = fig.add_gridspec(1, n + 1, width_ratios=[1.3] + [1.0] * n)
+    ax0 = fig.add_subplot(gs[0, 0])
+    plot_group_metric(ax0, results, "feature_grad", ylabel="||dL/dh|| per example (a.u.)")
+    ax0.set_yscale("log")
+    ax0.set_title("group means (log scale)")
+    ax0.legend(loc="best")
+    mats = [per_class(r, "feature_grad") for r in results]
+    pos = np.concatenate([m[m > 0].ravel() for m in mats]) if mats else np.array([1.0])
+    norm = matplotlib.colors.LogNorm(vmin=max(pos.min(), 1e-6), vmax=pos.max()) if pos.size else None
+    im = None
+    for k, (r, m) in enumerate(zip(results, mats)):
+        ax = fig.add_subplot(gs[0, k + 1])
+        ep = epochs(r)
+        im = ax.imshow(np.where(m > 0, m, np.nan).T, aspect="auto", origin="upper", cmap=SEQUENTIAL_CMAP, norm=norm,
+                       extent=(ep[0] - 0.5, ep[-1] + 0.5, m.shape[1] - 0.5, -0.5), interpolation="nearest")
+        counts = r["summary"]["train_counts"]
+        if len(counts) <= 20:
+            ax.set_yticks(np.arange(len(counts)))
+            ax.set_yticklabels([f"{i} (n={c})" for i, c in enumerate(counts)], fontsize=7.5)
+        ax.set_ylabel("class (training images)")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=6))
+        ax.grid(False)
+        ax.set_title(f"{result_label(r)}: per class")
+    if im is not None:
+        cb = fig.colorbar(im, ax=fig.axes[1:], fraction=0.04, pad=0.02)
+        cb.set_label("||dL/dh|| per example (a.u., log scale)")
+    fig.suptitle(setting_title(results[0], "Feature-gradient norm along training: " +
+                               " vs ".join(result_label(r) for r in results)))
+    return fig
+
+
+def plot_train_balance(results: list[dict]):
+    """Notebook 04: majority- and minority-group training accuracy per method, and their gap."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    hi, lo = majority_group(results[0]), minority_group(results[0])
+    plot_group_metric(axes[0], results, "train_acc", groups=[hi, lo])
+    axes[0].set_title(f"{hi} vs {lo} training accuracy")
+    axes[0].legend(loc="best")
+    for k, r in enumerate(results):
+        c = group_curves(r, "train_acc")
+        axes[1].plot(epochs(r), c[hi] - c[lo], color=METHOD_COLORS.get(r["config"]["method"], PALETTE[k]),
+                     ls=LINESTYLES[k % len(LINESTYLES)], lw=1.8, marker="o", ms=2.5, label=result_label(r))
+    axes[1].axhline(0, color="0.4", lw=0.8)
+    _epoch_axis(axes[1], results[0])
+    _mark_schedule(axes[1], results[0])
+    axes[1].set_ylabel(f"{hi} minus {lo} training accuracy\n(percentage points)")
+    axes[1].set_title("imbalance of training progress (0 = balanced)")
+    axes[1].legend(loc="best")
+    fig.suptitle(setting_title(results[0], "Training accuracy along epochs: " +
+                               " vs ".join(result_label(r) for r in results)))
+    return fig
+
+
+def plot_per_class_test_acc(results: list[dict], ax=None, title: str | None = None):
+    """Final (last-epoch) per-class test accuracy, one bar per method and class, group shading behind."""
+    own = ax is None
+    if own:
+        C0 = len(results[0]["summary"]["train_counts"])
+        fig, ax = plt.subplots(figsize=(min(16, 4.0 + 0.45 * C0 * len(results) ** 0.5), 4.2), layout="constrained")
+    else:
+        fig = ax.figure
+    C = len(results[0]["summary"]["train_counts"])
+    w = 0.8 / len(results)
+    for g, idx in groups_of(results[0]).items():
+        ax.axvspan(min(idx) - 0.5, max(idx) + 0.5, color=GROUP_COLORS.get(g), alpha=0.08, lw=0)
+        ax.annotate(f"{g}", ((min(idx) + max(idx)) / 2, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                    va="bottom", fontsize=8.5, color=GROUP_COLORS.get(g))
+    for k, r in enumerate(results):
+        acc = 100 * np.asarray(r["summary"]["test_acc_per_class"])
+        ax.bar(np.arange(C) - 0.4 + w * (k + 0.5), acc, width=w,
+               color=METHOD_COLORS.get(r["config"]["method"], PALETTE[k]),
+               label=f"{result_label(r)} (mean {100 * r['summary']['test_acc']:.1f}%)")
+    _class_ticks(ax, results[0])
+    ax.set_xlim(-0.6, C - 0.4)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("last-epoch test accuracy (%)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="last-epoch test accuracy")
+    ax.set_title(title or setting_title(results[0], "Per-class test accuracy after the last epoch"), pad=16)
+    return fig
+
+
+def plot_quickstart(result: dict):
+    """Notebook 00: the class counts of the run beside its per-class test accuracy."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    plot_class_counts(axes[0], result)
+    axes[0].set_title("training set (test set balanced)")
+    plot_per_class_test_acc([result], ax=axes[1], title="per-class test accuracy after the last epoch")
+    fig.suptitle(setting_title(result, f"{result_label(result)}: one small run"))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- tables as figures
+
+
+def plot_error_table(df, title: str, show_reported: bool = True):
+    """Top-1 error per benchmark (x) and method (bars), with the LDAM-DRW paper's number as a black mark
+    (unless show_reported is False: for runs on data that the reported numbers do not describe)."""
+    import pandas as pd
+
+    benches = list(dict.fromkeys(zip(df["dataset"], df["imbalance"], df["ratio"])))
+    methods = list(dict.fromkeys(df["method"]))
+    fig, ax = plt.subplots(figsize=(max(5.0, 3.0 + 0.5 * len(methods) * len(benches)), 4.4), layout="constrained")
+    w = 0.8 / len(methods)
+    marked = False
+    for j, m in enumerate(methods):
+        sub = df[df["method"] == m].set_index(["dataset", "imbalance", "ratio"])
+        xs = np.arange(len(benches)) - 0.4 + w * (j + 0.5)
+        ys = [sub.loc[b, "top1_error_mean"] if b in sub.index else np.nan for b in benches]
+        es = [sub.loc[b, "top1_error_std"] if b in sub.index else np.nan for b in benches]
+        es = [e if pd.notna(e) else 0.0 for e in es]
+        ax.bar(xs, ys, width=w, yerr=es if any(es) else None, color=METHOD_COLORS.get(m, PALETTE[j % len(PALETTE)]), label=method_name(m),
+               capsize=2, error_kw={"lw": 0.8})
+        for x, b in zip(xs, benches):
+            rep = sub.loc[b, "reported_top1_error"] if b in sub.index else np.nan
+            if show_reported and pd.notna(rep):
+                ax.plot([x - w / 2, x + w / 2], [rep, rep], color="k", lw=1.6,
+                        label=None if marked else "LDAM-DRW paper (full protocol)")
+                marked = True
+            y = sub.loc[b, "top1_error_mean"] if b in sub.index else np.nan
+            if pd.isna(y):
+                ax.annotate("missing", (x, 1), rotation=90, ha="center", va="bottom", fontsize=7, color="0.3")
+    ax.set_xticks(np.arange(len(benches)))
+    ax.set_xticklabels([f"{DATASET_NAMES.get(d, d)}\n{i}, rho={r:g}" for d, i, r in benches])
+    ax.set_ylabel("last-epoch top-1 error (%)\n(mean over seeds; whiskers: std)")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title)
+    return fig
+
+
+def plot_ablation(df, title: str):
+    """Notebook 07: test error and minority-group test accuracy per variant (rows, labelled 'what it varies:
+    variant' and coloured by what it varies); one pair of panels per benchmark."""
+    import pandas as pd
+
+    benches = list(dict.fromkeys(df["benchmark"]))
+    n = len(df[df["benchmark"] == benches[0]])
+    fig, axes = plt.subplots(len(benches), 2, figsize=(11, 1.0 + (0.3 * n + 0.9) * len(benches)), squeeze=False,
+                             layout="constrained")
+    groups = list(dict.fromkeys(df["group"]))
+    gcol = {g: PALETTE[k % len(PALETTE)] for k, g in enumerate(groups)}
+    for row, b in zip(axes, benches):
+        sub = df[df["benchmark"] == b].reset_index(drop=True)
+        y = np.arange(len(sub))[::-1]
+        for ax, col, xlabel in ((row[0], "top1_error_mean", "last-epoch top-1 error (%)"),
+                                (row[1], "minority_acc_mean", "minority-group test accuracy (%)")):
+            vals = sub[col].astype(float)
+            ax.barh(y, vals.fillna(0), color=[gcol[g] for g in sub["group"]], height=0.7)
+            for yy, v in zip(y, vals):
+                ax.annotate("missing" if pd.isna(v) else f"{v:.1f}", (0 if pd.isna(v) else v, yy), xytext=(3, 0),
+                            textcoords="offset points", va="center", fontsize=7.5)
+            ax.set_yticks(y)
+            ax.set_yticklabels([f"{g}: {lab}" for g, lab in zip(sub["group"], sub["label"])], fontsize=8)
+            ax.set_xlabel(xlabel)
+            ax.set_xlim(0, 105)
+            ax.grid(axis="y", visible=False)
+        low = sub["minority_group"].dropna()
+        row[1].set_xlabel(f"{low.iloc[0] if len(low) else 'minority'}-class test accuracy (%)")
+        row[0].set_title(b, loc="left", fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+__all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "style", "figures_dir", "save_figure",
+           "method_name", "benchmark_name", "setting_title", "groups_of", "minority_group", "majority_group",
+           "group_curves", "per_class", "epochs", "plot_benchmark_counts", "plot_class_counts", "plot_group_metric",
+           "plot_underfit_then_overfit", "plot_feature_gradients", "plot_train_balance", "plot_per_class_test_acc",
+           "plot_quickstart", "plot_error_table", "plot_ablation"]

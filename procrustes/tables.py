@@ -1,0 +1,228 @@
+"""Tables from the result store: last-epoch top-1 error (mean and std over seeds) per benchmark and method,
+beside the LDAM-DRW paper's reported numbers; missing runs; provenance; CSV + Markdown output in figures/.
+
+Reported numbers: `procrustes/reference/ldam_drw_reported.csv` (LDAM-DRW paper, Cao et al., NeurIPS 2019,
+Tables 2, 4 and 5; see the README beside it). Methods without a reported number (every MFW variant, the
+label-mixing relatives) stay blank. The Procrustean paper's own numbers are unknown to us and never appear.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import RunConfig
+from .plots import benchmark_name, figures_dir, method_name, minority_group
+
+REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
+
+# our method -> the LDAM-DRW paper's row name; per-dataset exceptions below (Tiny-ImageNet's Table 4 says ERM-DRW)
+REPORTED_NAMES = {"erm": "ERM", "focal": "Focal", "ldam": "LDAM", "cb": "CB RW", "drw": "DRW", "ldam-drw": "LDAM-DRW"}
+REPORTED_NAMES_BY_DATASET = {"tinyimagenet": {"drw": "ERM-DRW"}}
+
+COLUMN_LABELS = {
+    "dataset": "dataset", "imbalance": "imbalance", "ratio": "rho", "method": "method",
+    "seeds_done": "seeds done", "top1_error_mean": "top-1 error (%)", "top1_error_std": "std over seeds",
+    "minority_group": "minority group", "minority_acc_mean": "minority-group acc. (%)",
+    "reported_method": "LDAM-DRW row", "reported_top1_error": "LDAM-DRW reported top-1 error (%)",
+    "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
+    "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
+    "paper_md_total": "total stated in PAPER.md",
+}
+ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
+                 "minority_group", "minority_acc_mean", "reported_method", "reported_top1_error", "ours_minus_reported"]
+
+
+# ---------------------------------------------------------------------------------------- reported numbers
+
+
+def reported() -> pd.DataFrame:
+    """The LDAM-DRW paper's numbers, with the imbalance column named `imbalance`."""
+    df = pd.read_csv(REFERENCE_CSV, comment="#")
+    return df.rename(columns={"profile": "imbalance"})
+
+
+def reported_name(dataset: str, method: str) -> str | None:
+    """The LDAM-DRW row that corresponds to our method, or None (MFW variants, relatives: no reported number)."""
+    return REPORTED_NAMES_BY_DATASET.get(dataset, {}).get(method, REPORTED_NAMES.get(method))
+
+
+def reported_error(dataset: str, imbalance: str, ratio: float, method: str, ref: pd.DataFrame | None = None) -> float:
+    """The reported top-1 error (%) of our method on this benchmark, NaN when the paper has none."""
+    name = reported_name(dataset, method)
+    if name is None:
+        return math.nan
+    ref = reported() if ref is None else ref
+    hit = ref[(ref.dataset == dataset) & (ref.imbalance == imbalance) & (ref.ratio == float(ratio)) & (ref.method == name)]
+    return float(hit.top1_error.iloc[0]) if len(hit) else math.nan
+
+
+# ---------------------------------------------------------------------------------------- our numbers
+
+
+def run_rows(results: list[dict]) -> pd.DataFrame:
+    """One row per finished run: benchmark, method, seed, errors, minority-group accuracy, key."""
+    rows = []
+    for r in results:
+        c, s = r["config"], r["summary"]
+        low = minority_group(r)
+        acc = s["group_test_acc"].get(low)
+        rows.append({"dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
+                     "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
+                     "top5_error": s.get("top5_error"), "minority_group": low,
+                     "minority_acc": 100 * acc if acc is not None else math.nan, "key": r["key"]})
+    return pd.DataFrame(rows, columns=["dataset", "imbalance", "ratio", "method", "seed", "top1_error", "top5_error",
+                                       "minority_group", "minority_acc", "key"])
+
+
+def _std(x: pd.Series) -> float:
+    return float(x.std(ddof=1)) if x.notna().sum() > 1 else math.nan
+
+
+def error_table(configs: list[RunConfig], results: list[dict], compare: bool = True) -> pd.DataFrame:
+    """One row per (dataset, imbalance, ratio, method) of `configs`, in their order, finished or not:
+    seeds done (of planned), mean and std over seeds of the last-epoch top-1 error, minority-group accuracy,
+    the LDAM-DRW paper's reported error and ours minus reported (left blank when compare is False).
+    A row whose runs are all missing keeps NaN numbers: the table's shape does not depend on progress."""
+    ref = reported()
+    runs = run_rows(results)
+    by_key = {r["key"]: r for r in results}
+    cells: dict[tuple, list[RunConfig]] = {}
+    for c in configs:
+        cells.setdefault((c.dataset, c.imbalance, float(c.ratio), c.method), []).append(c)
+    rows = []
+    for (d, i, ratio, m), cs in cells.items():
+        done = runs[runs.key.isin([c.key() for c in cs if c.key() in by_key])]
+        rep = reported_error(d, i, ratio, m, ref)
+        mean = float(done.top1_error.mean()) if len(done) else math.nan
+        rows.append({
+            "dataset": d, "imbalance": i, "ratio": ratio, "method": m,
+            "seeds_done": f"{len(done)}/{len(cs)}",
+            "top1_error_mean": mean,
+            "top1_error_std": _std(done.top1_error),
+            "minority_group": done.minority_group.iloc[0] if len(done) else None,
+            "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan,
+            "reported_method": reported_name(d, m) or "",
+            "reported_top1_error": rep,
+            "ours_minus_reported": mean - rep if compare else math.nan,
+        })
+    return pd.DataFrame(rows, columns=ERROR_COLUMNS)
+
+
+def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
+    """Notebook 07: one row per (benchmark, variant) from experiments.ablation_runs' (Variant, config) pairs:
+    what it varies (group), the variant, seeds done, mean/std top-1 error and minority-group accuracy."""
+    runs = run_rows(results).set_index("key")
+    cells: dict[tuple, list[RunConfig]] = {}
+    for v, c in pairs:
+        bench = benchmark_name(c.dataset, c.imbalance, c.ratio)
+        cells.setdefault((bench, v.group, v.label, c.method), []).append(c)
+    rows = []
+    for (bench, group, label, method), cs in cells.items():
+        keys = [c.key() for c in cs if c.key() in runs.index]
+        done = runs.loc[keys] if keys else runs.iloc[0:0]
+        rows.append({"benchmark": bench, "group": group, "label": label, "method": method,
+                     "seeds_done": f"{len(done)}/{len(cs)}",
+                     "top1_error_mean": float(done.top1_error.mean()) if len(done) else math.nan,
+                     "top1_error_std": _std(done.top1_error),
+                     "minority_group": done.minority_group.iloc[0] if len(done) else None,
+                     "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan})
+    return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "seeds_done", "top1_error_mean",
+                                       "top1_error_std", "minority_group", "minority_acc_mean"])
+
+
+def lookup(df: pd.DataFrame, column: str = "top1_error_mean", **where) -> float:
+    """One cell of a table by equality on other columns, NaN when no (or no finished) row matches."""
+    m = np.ones(len(df), bool)
+    for k, v in where.items():
+        m &= (df[k] == v).to_numpy()
+    sub = df.loc[m, column]
+    return float(sub.iloc[0]) if len(sub) and pd.notna(sub.iloc[0]) else math.nan
+
+
+# ---------------------------------------------------------------------------------------- missing, provenance
+
+
+def missing_table(missing: list[RunConfig]) -> pd.DataFrame:
+    """The runs a notebook needs that the store lacks, with the command that trains them."""
+    return pd.DataFrame([{"run": c.label(), "key": c.key(), "dataset": c.dataset, "imbalance": c.imbalance,
+                          "ratio": c.ratio, "method": c.method, "seed": c.seed, "profile": c.profile} for c in missing],
+                        columns=["run", "key", "dataset", "imbalance", "ratio", "method", "seed", "profile"])
+
+
+def report_missing(missing: list[RunConfig], planned: int | None = None) -> str:
+    """A printable paragraph: how many runs are missing, which, and how to train them."""
+    if not missing:
+        return f"all {planned} runs are in the result store" if planned is not None else "no run is missing"
+    profile = missing[0].profile
+    head = f"{len(missing)} run(s){f' of {planned}' if planned is not None else ''} missing from the result store " \
+           f"(their rows and curves are left out, not invented):"
+    lines = [f"  - {c.label()} [{c.key()}]" for c in missing]
+    tail = (f"train them with `python -m procrustes reproduce --profile {profile}` (or rerun this notebook with "
+            f"PROCRUSTES_TRAIN_MISSING=1)")
+    return "\n".join([head, *lines, tail])
+
+
+def provenance_table(results: list[dict]) -> pd.DataFrame:
+    """Where each shown number comes from: run, profile, git commit, device, finish date (UTC), wall time."""
+    rows = []
+    for r in results:
+        p, c = r.get("provenance", {}), r["config"]
+        rows.append({"run": f"{c['dataset']} {c['imbalance']}-{c['ratio']:g} {c['method']} seed {c['seed']}",
+                     "profile": c["profile"], "key": r["key"], "git commit": str(p.get("git_commit", "?"))[:12] +
+                     ("+dirty" if str(p.get("git_commit", "")).endswith("+dirty") else ""),
+                     "device": p.get("device_name", p.get("device", "?")), "precision": p.get("precision"),
+                     "finished (UTC)": p.get("finished_utc"), "wall time (min)": round(p.get("wall_s", math.nan) / 60, 1)})
+    return pd.DataFrame(rows, columns=["run", "profile", "key", "git commit", "device", "precision", "finished (UTC)",
+                                       "wall time (min)"])
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+def pretty(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Readable column names, method names as in the figures, numbers rounded, NaN shown as blank."""
+    out = df.copy()
+    if "method" in out:
+        out["method"] = out["method"].map(method_name)
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            if col == "ratio":
+                out[col] = out[col].map(lambda v: f"{v:g}")
+            else:
+                out[col] = out[col].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+    out = out.astype(object).where(out.notna(), "")
+    return out.rename(columns=COLUMN_LABELS)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table (no tabulate needed)."""
+    def cell(v) -> str:
+        s = "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, name: str, outdir: str | Path | None = None, note: str | None = None) -> list[Path]:
+    """figures/<name>.csv (the raw numbers) and figures/<name>.md (readable: `pretty`, with `note` above it)."""
+    d = figures_dir(outdir)
+    csv, md = d / f"{name}.csv", d / f"{name}.md"
+    df.to_csv(csv, index=False, float_format="%.4g")
+    md.write_text((f"{note}\n\n" if note else "") + to_markdown(pretty(df)))
+    return [csv, md]
+
+
+def shape_line(df: pd.DataFrame, name: str = "table") -> str:
+    """'table: 8 rows x 12 columns' (what nbval compares: it does not depend on the profile or on progress)."""
+    return f"{name}: {df.shape[0]} rows x {df.shape[1]} columns"
+
+
+__all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
+           "ablation_table", "lookup", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "write_table", "shape_line"]

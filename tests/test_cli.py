@@ -1,0 +1,65 @@
+"""The command line on bad input: exit status 2, one line on stderr that starts with "error:", no traceback,
+and nothing loaded or written (the data and result folders point at empty temporary folders)."""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import cli_env, run_cli_many
+
+CASES = {
+    "unknown dataset": (["train", "--dataset", "cifar1000"], "unknown dataset 'cifar1000'"),
+    "unknown method": (["train", "--method", "mfw+magic"], "unknown method 'mfw+magic'"),
+    "ratio below one": (["train", "--ratio", "0.5"], "impossible ratio 0.5"),
+    "zero epochs": (["train", "--epochs", "0"], "impossible epochs 0"),
+    "unknown mixing point": (["train", "--method", "mfw", "--mfw-point", "stage4"], "unknown mixing point 'stage4'"),
+    "missing data root": (["train", "--profile", "smoke", "--data-root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    data, results = tmp / "data", tmp / "results"
+    data.mkdir()
+    results.mkdir()
+    env = cli_env(PROCRUSTES_DATA=str(data), PROCRUSTES_RESULTS=str(results))
+    argvs = [[a.replace("{tmp}", str(tmp)) for a in argv] for argv, _ in CASES.values()]
+    procs = run_cli_many(argvs, env)
+    return {"tmp": tmp, "data": data, "results": results, **dict(zip(CASES, procs))}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_status_2(cli, case):
+    p = cli[case]
+    expected = CASES[case][1].replace("{tmp}", str(cli["tmp"]))
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("error: ")
+    assert expected in lines[0]
+    assert p.stdout == ""
+
+
+def test_nothing_was_loaded_or_written(cli):
+    # a data load would have created data/cache (or tried a download into data/cifar10); a run, results/<profile>
+    assert list(cli["data"].iterdir()) == []
+    assert list(cli["results"].iterdir()) == []
+
+
+def test_main_returns_2_in_process(capsys):
+    from procrustes.__main__ import main
+
+    assert main(["train", "--set", "mfw_prob=2"]) == 2
+    assert main(["train", "--set", "nosuchfield=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("error: ") for e in err)
+    assert "mfw_prob" in err[0] and "nosuchfield" in err[1]
+
+
+def test_unknown_subcommand_is_argparse_status_2(capsys):
+    from procrustes.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["fly"])
+    assert e.value.code == 2

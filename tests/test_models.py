@@ -1,0 +1,115 @@
+"""models.py: ResNet-32 (size, shapes, option-A shortcuts), named mixing points and the forward hook,
+the cosine classifier, ResNet-18 on 64x64 inputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from procrustes.models import NormedLinear, build_model, mixing_points, resnet18, resnet32
+
+R32_SHAPES = {"input": (2, 3, 32, 32), "stem": (2, 16, 32, 32), "stage1": (2, 16, 32, 32),
+              "stage2": (2, 32, 16, 16), "stage3": (2, 64, 8, 8), "feature": (2, 64)}
+
+
+def _params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_resnet32_size():
+    n = _params(resnet32(10))
+    assert 450_000 <= n <= 480_000, n
+    # option-A shortcuts are parameter-free: every convolution is a 3x3 one
+    convs = [m for m in resnet32(10).modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 31 and all(c.kernel_size == (3, 3) for c in convs)
+
+
+def test_resnet32_output_shapes():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    assert resnet32(10).eval()(x).shape == (2, 10)
+    assert resnet32(100).eval()(x).shape == (2, 100)
+    normed = resnet32(10, normed=True)
+    assert isinstance(normed.fc, NormedLinear)
+    assert normed.eval()(x).shape == (2, 10)
+
+
+def test_points():
+    assert mixing_points("resnet32") == ("input", "stem", "stage1", "stage2", "stage3", "feature")
+    assert resnet32().points == mixing_points("resnet32")
+    assert mixing_points("resnet18") == ("input", "stem", "stage1", "stage2", "stage3", "stage4", "feature")
+    assert resnet18(10).points == mixing_points("resnet18")
+
+
+def test_hook_sees_every_point_in_order_with_shapes():
+    seen = []
+
+    def hook(name, h):
+        seen.append((name, tuple(h.shape)))
+        return h
+
+    resnet32(10).eval()(torch.randn(2, 3, 32, 32), hook)
+    assert seen == list(R32_SHAPES.items())
+
+
+def test_identity_hook_changes_nothing():
+    torch.manual_seed(0)
+    net = resnet32(10).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        a = net(x)
+        b = net(x, lambda name, h: h)
+    assert torch.equal(a, b)
+
+
+def test_hook_output_is_used():
+    torch.manual_seed(0)
+    net = resnet32(10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = net(x, lambda name, h: torch.zeros_like(h) if name == "feature" else h)
+        # a zero feature leaves only the bias of the linear classifier
+        torch.testing.assert_close(out, net.fc.bias.expand(2, -1))
+        # what the hook returns at an inner point is what the next stage receives
+        doubled = net(x, lambda name, h: 2 * h if name == "stage3" else h)
+        assert not torch.allclose(doubled, net(x))
+
+
+def test_normed_linear_is_a_cosine():
+    torch.manual_seed(0)
+    lin = NormedLinear(16, 5)
+    assert not any(n == "bias" for n, _ in lin.named_parameters())
+    x = 100 * torch.randn(50, 16)
+    y = lin(x)
+    assert y.shape == (50, 5)
+    assert y.min() >= -1 - 1e-6 and y.max() <= 1 + 1e-6
+    expected = torch.nn.functional.cosine_similarity(x[:, :, None], lin.weight[None], dim=1)
+    torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+    # scaling the input does not move a cosine
+    torch.testing.assert_close(lin(3 * x), y, atol=1e-6, rtol=1e-5)
+
+
+def test_resnet18_on_64x64():
+    torch.manual_seed(0)
+    net = resnet18(200).eval()
+    seen = []
+
+    def hook(name, h):
+        seen.append((name, tuple(h.shape)))
+        return h
+
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 64), hook)
+    assert out.shape == (2, 200)
+    assert seen == [("input", (2, 3, 64, 64)), ("stem", (2, 64, 16, 16)), ("stage1", (2, 64, 16, 16)),
+                    ("stage2", (2, 128, 8, 8)), ("stage3", (2, 256, 4, 4)), ("stage4", (2, 512, 2, 2)),
+                    ("feature", (2, 512))]
+    assert 11_000_000 < _params(net) < 11_400_000  # torchvision's resnet18 with a 200-way head: 11.28M
+
+
+def test_build_model():
+    assert isinstance(build_model("resnet32", 7).fc, nn.Linear)
+    assert build_model("resnet32", 7).fc.out_features == 7
+    assert isinstance(build_model("resnet18", 7, normed=True).fc, NormedLinear)
+    with pytest.raises(ValueError):
+        build_model("vgg16", 10)

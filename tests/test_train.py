@@ -1,0 +1,177 @@
+"""train.py end to end, on smoke-sized runs of real data: resume after an interruption gives the uninterrupted
+result exactly, a finished run is read back instead of retrained, a damaged result is set aside, the trainer
+learns, the result holds its provenance, and the Tiny-ImageNet slice trains. Every run writes to a temporary
+result store; Tiny-ImageNet's decoded cache goes to a temporary data folder."""
+from __future__ import annotations
+
+import importlib
+import json
+import warnings
+
+import pytest
+import torch
+
+from procrustes import store
+from procrustes.config import make_config
+from procrustes.store import DamagedResult
+from procrustes.train import lr_at, run
+
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "feature_grad", "pred_major_share", "weakened_share",
+                "test_acc", "test_top1", "seconds")
+# `procrustes.train` is the function (the package re-exports it), so reach the module through importlib
+trainer = importlib.import_module("procrustes.train")
+PROVENANCE_KEYS = ("git_commit", "torch", "device_name", "started_utc", "wall_s", "train_images_per_s")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    # step rho=10 with n_max 40: classes 0-4 keep 40 images, 5-9 keep 4; DRW switches on for the second epoch.
+    # Sizes are spelled out so that a change of the smoke profile does not change what this file checks.
+    return make_config("smoke", dataset="cifar10", imbalance="step", ratio=10, method="mfw+drw", epochs=2, drw_epoch=1,
+                       max_per_class=40, batch_size=64, eval_per_class=20, test_per_class=50)
+
+
+@pytest.fixture(scope="module")
+def straight(cifar10_root, cfg, tmp_path_factory):
+    """The uninterrupted run."""
+    root = tmp_path_factory.mktemp("straight")
+    return root, run(cfg, results=root, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def resumed(cifar10_root, cfg, tmp_path_factory):
+    """The same run stopped after one epoch, given a damaged result.json, then run again to the end."""
+    root = tmp_path_factory.mktemp("resumed")
+    d = store.run_dir(cfg, root)
+    out = {"first": run(cfg, results=root, device="cpu", progress=False, stop_after=1)}
+    out["files_after_stop"] = sorted(p.name for p in d.iterdir())
+    out["checkpoint_epoch"] = torch.load(d / "checkpoint.pt", weights_only=False)["epoch"]
+    out["damaged_text"] = '{"key": "%s", "summ' % cfg.key()  # half a file
+    (d / "result.json").write_text(out["damaged_text"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out["result"] = run(cfg, results=root, device="cpu", progress=False)
+    out["warnings"] = [w.category for w in caught]
+    out["dir"] = d
+    return out
+
+
+def test_stop_after_leaves_a_checkpoint(resumed):
+    assert resumed["first"] is None
+    assert "checkpoint.pt" in resumed["files_after_stop"] and "result.json" not in resumed["files_after_stop"]
+    assert resumed["checkpoint_epoch"] == 1
+
+
+def test_resume_gives_the_uninterrupted_result(cfg, straight, resumed):
+    a, b = straight[1], resumed["result"]
+    for k in ("test_acc", "train_acc", "train_loss", "test_top1", "feature_grad", "weakened_share", "lr",
+              "pred_major_share", "epoch"):
+        assert a["history"][k] == b["history"][k], k
+    assert a["summary"]["test_acc"] == b["summary"]["test_acc"]
+    assert a["summary"]["test_acc_per_class"] == b["summary"]["test_acc_per_class"]
+    wa = torch.load(store.run_dir(cfg, straight[0]) / "model.pt")
+    wb = torch.load(resumed["dir"] / "model.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_damaged_result_is_set_aside_when_the_run_retrains(cfg, resumed):
+    assert DamagedResult in resumed["warnings"]
+    d = resumed["dir"]
+    kept = list(d.glob("result.damaged-*.json"))
+    assert len(kept) == 1 and kept[0].read_text() == resumed["damaged_text"]
+    assert store.read_result(cfg, d.parent.parent)["summary"] == resumed["result"]["summary"]
+    assert not (d / "checkpoint.pt").exists() and (d / "model.pt").exists()
+    assert not list(d.glob(".*.tmp"))
+
+
+def test_a_finished_run_is_read_back_not_retrained(cfg, straight, monkeypatch):
+    root, first = straight
+
+    def boom(*a, **k):
+        raise AssertionError("run() trained again")
+
+    monkeypatch.setattr(trainer, "train", boom)
+    again = run(cfg, results=root, device="cpu", progress=False)
+    assert again == json.loads((store.run_dir(cfg, root) / "result.json").read_text())
+    assert again["summary"] == first["summary"] and again["provenance"] == first["provenance"]
+    with pytest.raises(AssertionError, match="trained again"):  # the patch is live: a new config would train
+        run(cfg.replace(seed=1), results=root, device="cpu", progress=False)
+
+
+def test_cli_train_reads_back_the_same_run(cfg, straight, monkeypatch, capsys):
+    """The command line builds the same config (same key) and prints the stored result."""
+    from procrustes.__main__ import main
+
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("trained again"))
+    rc = main(["train", "--profile", "smoke", "--dataset", "cifar10", "--imbalance", "step", "--ratio", "10",
+               "--method", "mfw+drw", "--epochs", "2", "--max-per-class", "40", "--set", "drw_epoch=1",
+               "--set", "batch_size=64", "--set", "eval_per_class=20", "--set", "test_per_class=50", "--device", "cpu",
+               "--results", str(straight[0])])
+    out = capsys.readouterr().out
+    assert rc == 0
+    err = straight[1]["summary"]["test_error"]
+    assert f"test top-1 error {err:.2f}%" in out and cfg.key() in out
+
+
+def test_result_contents(cfg, straight):
+    root, res = straight
+    assert res["key"] == cfg.key() and res["config"] == cfg.to_dict()
+    for k in PROVENANCE_KEYS:
+        assert k in res["provenance"], k
+    assert res["provenance"]["wall_s"] > 0 and res["provenance"]["train_images_per_s"] > 0
+    assert res["provenance"]["torch"] == torch.__version__
+    h = res["history"]
+    for k in HISTORY_KEYS:
+        assert isinstance(h[k], list) and len(h[k]) == cfg.epochs, k
+    assert h["epoch"] == [1, 2]
+    s = res["summary"]
+    assert s["train_counts"] == [40] * 5 + [4] * 5
+    assert s["test_images"] == 500  # test_per_class 50
+    assert s["groups"] == {"major": [0, 1, 2, 3, 4], "minor": [5, 6, 7, 8, 9]}
+    assert s["test_acc"] == pytest.approx(h["test_top1"][-1])  # the last epoch is evaluated on the final test set
+    assert s["test_error"] == pytest.approx(100 * (1 - s["test_acc"]))
+    assert s["best_epoch_test_acc"] is None  # the curve used another test subset
+    assert s["schedule"]["drw_epoch"] == 1
+    assert 0 <= s["test_acc"] <= 1 and len(s["test_acc_per_class"]) == 10
+    # MFW with the median rule and p = 1 weakens every major example, and only those: 200 of 220
+    assert h["weakened_share"] == [pytest.approx(200 / 220)] * 2
+    assert all(len(a) == 10 for a in h["train_acc"] + h["feature_grad"] + h["test_acc"])
+    assert json.loads((store.run_dir(cfg, root) / "result.json").read_text()) == res
+
+
+def test_lr_schedule():
+    cfg = make_config("paper")
+    steps = 10
+    assert lr_at(cfg, 0, steps) == pytest.approx(0.1 / 50)  # warm-up: 5 epochs of 10 steps
+    assert lr_at(cfg, 24, steps) == pytest.approx(0.1 * 25 / 50)
+    assert lr_at(cfg, 50, steps) == pytest.approx(0.1)
+    assert lr_at(cfg, 1599, steps) == pytest.approx(0.1)
+    assert lr_at(cfg, 1600, steps) == pytest.approx(0.1 * 0.01)
+    assert lr_at(cfg, 1800, steps) == pytest.approx(0.1 * 1e-4)
+
+
+def test_trainer_fits_a_small_cifar10_subset(cifar10_root, tmp_path):
+    # 50 images a class, 6 epochs: measured 0.25 (seed 0) and 0.24 (seed 1) on 1000 test images; chance is 0.10
+    cfg = make_config("smoke", dataset="cifar10", imbalance="none", max_per_class=50, epochs=6, batch_size=32,
+                      lr=0.02, eval_per_class=10, test_per_class=100)
+    res = run(cfg, results=tmp_path, device="cpu", progress=False)
+    assert res["summary"]["test_images"] == 1000
+    assert res["summary"]["test_acc"] > 0.15, res["history"]["test_top1"]
+    assert res["history"]["train_loss"][-1] < res["history"]["train_loss"][0]
+
+
+def test_tiny_imagenet_slice_trains(tiny_root, tmp_path, monkeypatch):
+    """ResNet-18 on 64x64 crops of the 200-class slice. Smaller than the notebooks' smoke run (10 a class,
+    rho=10, 5 test images a class) to keep the suite short: 407 training and 200 test images."""
+    monkeypatch.setenv("PROCRUSTES_DATA", str(tmp_path / "data"))  # decoded cache: temporary
+    cfg = make_config("smoke", dataset="tinyimagenet", imbalance="exp", ratio=5, max_per_class=5, epochs=1,
+                      batch_size=64, eval_per_class=1, test_per_class=1)
+    res = run(cfg, data_root=tiny_root, results=tmp_path / "results", device="cpu", progress=False)
+    s = res["summary"]
+    assert cfg.resolved_model() == "resnet18"
+    assert len(s["train_counts"]) == 200 and s["train_counts"][0] == 5 and s["train_counts"][-1] == 1
+    assert sum(s["train_counts"]) == 407
+    assert s["test_images"] == 200 and len(s["classes"]) == 200 and s["classes"][0].startswith("n")
+    assert len(res["history"]["test_top1"]) == 1 and 0 <= s["test_acc"] <= 1
+    assert s["schedule"]["lr_milestones"] == [1]  # 0.75 of one epoch, rounded
+    assert (tmp_path / "results" / "smoke" / cfg.key() / "model.pt").exists()
