@@ -36,11 +36,11 @@ def cifar_table_runs(profile: str) -> list[RunConfig]:
 
 def tiny_table_runs(profile: str) -> list[RunConfig]:
     """Notebook 06: Tiny-ImageNet-200 with ResNet-18. Outside the paper profile, the slice of
-    `../shared/data` (10 train images a class) with rho=10 and 10 epochs: a pipeline check, not a result."""
+    `../shared/data` (10 train images a class) with rho=10 and 3 epochs (quick): a pipeline check, not a result."""
     if profile == "paper":
         return [make_config(profile, dataset="tinyimagenet", imbalance=i, ratio=r, method=m, seed=s)
                 for i in ("exp", "step") for r in (100, 10) for m in TINY_METHODS for s in _seeds(profile)]
-    epochs = 10 if profile == "quick" else 1
+    epochs = 3 if profile == "quick" else 1
     return [make_config(profile, dataset="tinyimagenet", imbalance="exp", ratio=10, max_per_class=10, epochs=epochs,
                         eval_per_class=5, test_per_class=5, method=m) for m in ("erm", "mfw")]
 

@@ -168,12 +168,23 @@ def _mark_schedule(ax, result: dict) -> None:
     """A faint vertical line at the first learning-rate decay (and DRW switch), when it falls inside."""
     sched = result["summary"].get("schedule", {})
     miles = sched.get("lr_milestones") or []
+    factors = sched.get("lr_factors") or []
     n = result["config"]["epochs"]
     if miles and 0 < miles[0] < n:
-        ax.axvline(miles[0] + 0.5, color="0.5", lw=0.8, ls=(0, (2, 2)), zorder=0)
-        ax.annotate("lr decay" + (" / DRW" if "drw" in result["config"]["method"] else ""), (miles[0] + 0.5, 1.0),
-                    xycoords=("data", "axes fraction"), xytext=(3, -10), textcoords="offset points",
-                    fontsize=7.5, color="0.4", va="top")
+        x = miles[0] + 0.5
+        ax.axvline(x, color="0.5", lw=0.8, ls=(0, (2, 2)), zorder=0)
+        text = f"lr x{factors[0]:g}" if factors else "lr decay"
+        if "drw" in result["config"]["method"]:
+            text += ", DRW on"
+        ax.annotate(text, (x, 0.5), xycoords=("data", "axes fraction"), xytext=(-2, 0), textcoords="offset points",
+                    rotation=90, fontsize=7.5, color="0.4", ha="right", va="center")
+
+
+def plain_log_ticks(axis) -> None:
+    """Tick labels 0.5, 1, 2, 5 instead of 5 x 10^-1 on a logarithmic axis."""
+    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
 
 
 def _epoch_axis(ax, result: dict) -> None:
@@ -225,9 +236,11 @@ def plot_class_counts(ax, result: dict) -> None:
             colors[i] = GROUP_COLORS.get(g, "0.5")
     ax.bar(np.arange(len(counts)), counts, color=colors)
     _class_ticks(ax, result)
+    ax.grid(axis="x", visible=False)
     ax.set_ylabel("training images per class")
     if counts.max() / max(counts.min(), 1) > 20:
         ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
     handles = [matplotlib.patches.Patch(color=GROUP_COLORS.get(g, "0.5"), label=f"{g} ({len(i)} classes)")
                for g, i in groups_of(result).items()]
     ax.legend(handles=handles, loc="upper right")
@@ -293,6 +306,7 @@ def plot_feature_gradients(results: list[dict]):
     ax0 = fig.add_subplot(gs[0, 0])
     plot_group_metric(ax0, results, "feature_grad", ylabel="||dL/dh|| per example (a.u.)")
     ax0.set_yscale("log")
+    plain_log_ticks(ax0.yaxis)
     ax0.set_title("group means (log scale)")
     ax0.legend(loc="best")
     mats = [per_class(r, "feature_grad") for r in results]
@@ -316,6 +330,7 @@ def plot_feature_gradients(results: list[dict]):
     if im is not None:
         cb = fig.colorbar(im, ax=fig.axes[1:], fraction=0.04, pad=0.02)
         cb.set_label("||dL/dh|| per example (a.u., log scale)")
+        plain_log_ticks(cb.ax.yaxis)
     fig.suptitle(setting_title(results[0], "Feature-gradient norm along training: " +
                                " vs ".join(result_label(r) for r in results)))
     return fig
@@ -365,8 +380,9 @@ def plot_per_class_test_acc(results: list[dict], ax=None, title: str | None = No
     _class_ticks(ax, results[0])
     ax.set_xlim(-0.6, C - 0.4)
     ax.set_ylim(0, 105)
+    ax.grid(axis="x", visible=False)
     ax.set_ylabel("last-epoch test accuracy (%)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="last-epoch test accuracy")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="method (mean over classes)", title_fontsize=8.5)
     ax.set_title(title or setting_title(results[0], "Per-class test accuracy after the last epoch"), pad=16)
     return fig
 
@@ -385,36 +401,45 @@ def plot_quickstart(result: dict):
 
 
 def plot_error_table(df, title: str, show_reported: bool = True):
-    """Top-1 error per benchmark (x) and method (bars), with the LDAM-DRW paper's number as a black mark
-    (unless show_reported is False: for runs on data that the reported numbers do not describe)."""
+    """Top-1 error per benchmark (x) and method (bars; each benchmark shows the methods of its grid rows), with
+    the LDAM-DRW paper's number as a black mark (unless show_reported is False: for runs on data that the
+    reported numbers do not describe). Grid rows without a finished run are marked 'missing'."""
     import pandas as pd
 
     benches = list(dict.fromkeys(zip(df["dataset"], df["imbalance"], df["ratio"])))
     methods = list(dict.fromkeys(df["method"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 3.0 + 0.5 * len(methods) * len(benches)), 4.4), layout="constrained")
-    w = 0.8 / len(methods)
-    marked = False
-    for j, m in enumerate(methods):
-        sub = df[df["method"] == m].set_index(["dataset", "imbalance", "ratio"])
-        xs = np.arange(len(benches)) - 0.4 + w * (j + 0.5)
-        ys = [sub.loc[b, "top1_error_mean"] if b in sub.index else np.nan for b in benches]
-        es = [sub.loc[b, "top1_error_std"] if b in sub.index else np.nan for b in benches]
-        es = [e if pd.notna(e) else 0.0 for e in es]
-        ax.bar(xs, ys, width=w, yerr=es if any(es) else None, color=METHOD_COLORS.get(m, PALETTE[j % len(PALETTE)]), label=method_name(m),
-               capsize=2, error_kw={"lw": 0.8})
-        for x, b in zip(xs, benches):
-            rep = sub.loc[b, "reported_top1_error"] if b in sub.index else np.nan
+    per_bench = {b: [m for m in methods if ((df["dataset"] == b[0]) & (df["imbalance"] == b[1]) & (df["ratio"] == b[2])
+                                            & (df["method"] == m)).any()] for b in benches}
+    slots = max(len(v) for v in per_bench.values())
+    fig, ax = plt.subplots(figsize=(max(5.0, 3.0 + 0.5 * sum(len(v) for v in per_bench.values())), 4.4),
+                           layout="constrained")
+    w = 0.8 / slots
+    seen_methods, marked = set(), False
+    for x0, b in enumerate(benches):
+        ms = per_bench[b]
+        for j, m in enumerate(ms):
+            row = df[(df["dataset"] == b[0]) & (df["imbalance"] == b[1]) & (df["ratio"] == b[2]) & (df["method"] == m)].iloc[0]
+            x = x0 + (j - (len(ms) - 1) / 2) * w
+            y, e, rep = row["top1_error_mean"], row["top1_error_std"], row["reported_top1_error"]
+            color = METHOD_COLORS.get(m, PALETTE[methods.index(m) % len(PALETTE)])
+            label = None if m in seen_methods else method_name(m)
+            seen_methods.add(m)
+            if pd.notna(y):
+                ax.bar(x, y, width=w * 0.95, color=color, label=label,
+                       yerr=e if pd.notna(e) and e > 0 else None, capsize=2, error_kw={"lw": 0.8})
+            else:
+                ax.bar(x, 0, width=w * 0.95, color=color, label=label)
+                ax.annotate("missing", (x, 1), rotation=90, ha="center", va="bottom", fontsize=7, color="0.3")
             if show_reported and pd.notna(rep):
                 ax.plot([x - w / 2, x + w / 2], [rep, rep], color="k", lw=1.6,
                         label=None if marked else "LDAM-DRW paper (full protocol)")
                 marked = True
-            y = sub.loc[b, "top1_error_mean"] if b in sub.index else np.nan
-            if pd.isna(y):
-                ax.annotate("missing", (x, 1), rotation=90, ha="center", va="bottom", fontsize=7, color="0.3")
     ax.set_xticks(np.arange(len(benches)))
     ax.set_xticklabels([f"{DATASET_NAMES.get(d, d)}\n{i}, rho={r:g}" for d, i, r in benches])
+    ax.set_xlim(-0.6, len(benches) - 0.4)
     ax.set_ylabel("last-epoch top-1 error (%)\n(mean over seeds; whiskers: std)")
     ax.set_ylim(0, 100)
+    ax.grid(axis="x", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title)
     return fig

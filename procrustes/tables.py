@@ -145,9 +145,20 @@ def lookup(df: pd.DataFrame, column: str = "top1_error_mean", **where) -> float:
 # ---------------------------------------------------------------------------------------- missing, provenance
 
 
+def run_label(c: RunConfig) -> str:
+    """c.label() plus the fields that differ from its profile's defaults (so that ablation variants differ)."""
+    import dataclasses
+
+    from .config import make_config
+
+    base = make_config(c.profile, dataset=c.dataset, imbalance=c.imbalance, ratio=c.ratio, method=c.method, seed=c.seed)
+    diff = [f"{f.name}={getattr(c, f.name)}" for f in dataclasses.fields(c) if getattr(c, f.name) != getattr(base, f.name)]
+    return c.label() + (f" [{', '.join(diff)}]" if diff else "")
+
+
 def missing_table(missing: list[RunConfig]) -> pd.DataFrame:
     """The runs a notebook needs that the store lacks, with the command that trains them."""
-    return pd.DataFrame([{"run": c.label(), "key": c.key(), "dataset": c.dataset, "imbalance": c.imbalance,
+    return pd.DataFrame([{"run": run_label(c), "key": c.key(), "dataset": c.dataset, "imbalance": c.imbalance,
                           "ratio": c.ratio, "method": c.method, "seed": c.seed, "profile": c.profile} for c in missing],
                         columns=["run", "key", "dataset", "imbalance", "ratio", "method", "seed", "profile"])
 
@@ -159,7 +170,7 @@ def report_missing(missing: list[RunConfig], planned: int | None = None) -> str:
     profile = missing[0].profile
     head = f"{len(missing)} run(s){f' of {planned}' if planned is not None else ''} missing from the result store " \
            f"(their rows and curves are left out, not invented):"
-    lines = [f"  - {c.label()} [{c.key()}]" for c in missing]
+    lines = [f"  - {run_label(c)} (key {c.key()})" for c in missing]
     tail = (f"train them with `python -m procrustes reproduce --profile {profile}` (or rerun this notebook with "
             f"PROCRUSTES_TRAIN_MISSING=1)")
     return "\n".join([head, *lines, tail])
@@ -170,7 +181,11 @@ def provenance_table(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         p, c = r.get("provenance", {}), r["config"]
-        rows.append({"run": f"{c['dataset']} {c['imbalance']}-{c['ratio']:g} {c['method']} seed {c['seed']}",
+        try:
+            name = run_label(RunConfig.from_dict(c)).replace(f" ({c['profile']})", "")
+        except Exception:  # a result written by another version of RunConfig
+            name = f"{c['dataset']} {c['imbalance']}-{c['ratio']:g} {c['method']} seed {c['seed']}"
+        rows.append({"run": name,
                      "profile": c["profile"], "key": r["key"], "git commit": str(p.get("git_commit", "?"))[:12] +
                      ("+dirty" if str(p.get("git_commit", "")).endswith("+dirty") else ""),
                      "device": p.get("device_name", p.get("device", "?")), "precision": p.get("precision"),
