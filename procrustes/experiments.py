@@ -76,7 +76,7 @@ def ablation_variants(profile: str) -> list[Variant]:
     if profile == "paper":
         return full
     keep = {("mixing point", "stem"), ("mixing point", "stage1"),
-            ("relatives", "ERM"), ("relatives", "MFW"), ("relatives", "mixup"), ("relatives", "Remix")}
+            ("relatives", "ERM"), ("relatives", "MFW"), ("relatives", "Remix")}
     return [v for v in full if (v.group, v.label) in keep]
 
 
