@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,17 +199,25 @@ def _report(i: int, n: int, c: RunConfig, res: dict | None, t0: float) -> None:
     print(f"[{i}/{n}] {c.label()} [{c.key()}]: {err} ({time.perf_counter() - t0:.0f} s since start)", flush=True)
 
 
+def _collect(get_result, c: RunConfig, done: int, n: int, t0: float, failures: list, progress: bool, where: str) -> None:
+    """Wait for one job's result; report it, or keep its failure for the end (the other runs go on)."""
+    try:
+        res = get_result()
+        if progress:
+            _report(done, n, c, res, t0)
+    except Exception as e:  # noqa: BLE001
+        failures.append((c, e))
+        if progress:
+            print(f"[{done}/{n}] {c.label()} [{c.key()}] FAILED{where}: {type(e).__name__}: {str(e)[-300:]}", flush=True)
+
+
 def _serial(missing, device, data_root, root, progress):
     from .train import run
 
     failures, t0 = [], time.perf_counter()
     for i, c in enumerate(missing):
-        try:
-            res = run(c, device=device, data_root=_root_for(data_root, c.dataset), results=root, progress=progress)
-            if progress:
-                _report(i + 1, len(missing), c, res, t0)
-        except Exception as e:  # noqa: BLE001 - the other runs go on; all failures are raised together
-            failures.append((c, e))
+        job = partial(run, c, device=device, data_root=_root_for(data_root, c.dataset), results=root, progress=progress)
+        _collect(job, c, i + 1, len(missing), t0, failures, progress, "")
     return failures
 
 
@@ -230,16 +239,8 @@ def _processes(missing, dev: str, workers, data_root, root, progress):
     with ProcessPoolExecutor(max_workers=w, mp_context=ctx, initializer=_init_process_worker, initargs=(counter, threads)) as ex:
         futs = {ex.submit(_process_job, c.to_dict(), dev, gpus, data_root, str(root)): c for c in missing}
         for f in as_completed(futs):
-            c = futs[f]
             done += 1
-            try:
-                res = f.result()
-                if progress:
-                    _report(done, len(missing), c, res, t0)
-            except Exception as e:  # noqa: BLE001
-                failures.append((c, e))
-                if progress:
-                    print(f"[{done}/{len(missing)}] {c.label()} [{c.key()}] FAILED: {type(e).__name__}: {e}", flush=True)
+            _collect(f.result, futs[f], done, len(missing), t0, failures, progress, "")
     return failures
 
 
@@ -318,13 +319,5 @@ def _submitit_jobs(missing, dev: str, workers, data_root, root, progress, execut
             running = still
     for c, j in pending:
         done += 1
-        try:
-            res = j.result()
-            if progress:
-                _report(done, len(missing), c, res, t0)
-        except Exception as e:  # noqa: BLE001
-            failures.append((c, e))
-            if progress:
-                print(f"[{done}/{len(missing)}] {c.label()} [{c.key()}] FAILED (job {j.job_id}, logs {folder}): {str(e)[-300:]}",
-                      flush=True)
+        _collect(j.result, c, done, len(missing), t0, failures, progress, f" (job {j.job_id}, logs {folder})")
     return failures

@@ -88,3 +88,19 @@ def run_cli_many(argvs: list[list[str]], env: dict[str, str], timeout: float = 3
             so, se = p.communicate()
         out.append(subprocess.CompletedProcess([sys.executable, "-m", "procrustes", *a], p.returncode, so, se))
     return out
+
+
+def ldam_drw_reference(labels: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
+    """A literal copy of the reference (IMBALANCECIFAR10.gen_imbalanced_data), on the global np.random."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        new_idx = []
+        classes = np.unique(labels)
+        for the_class, the_img_num in zip(classes, counts):
+            idx = np.where(labels == the_class)[0]
+            np.random.shuffle(idx)
+            new_idx.append(idx[:the_img_num])
+        return np.concatenate(new_idx)
+    finally:
+        np.random.set_state(state)

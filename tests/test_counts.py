@@ -9,7 +9,7 @@ from procrustes.config import ConfigError
 from procrustes.data import (GROUP_DEFINITIONS, benchmark_counts, class_counts, class_groups, major_classes,
                              subset_indices)
 
-from .conftest import cli_env, run_cli_many
+from .conftest import cli_env, run_cli_many, ldam_drw_reference
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
@@ -66,28 +66,12 @@ def test_unknown_imbalance_and_dataset():
         benchmark_counts("imagefolder", "exp", 10)
 
 
-def _ldam_drw_reference(labels: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
-    """A literal copy of the reference (IMBALANCECIFAR10.gen_imbalanced_data), on the global np.random."""
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed)
-        new_idx = []
-        classes = np.unique(labels)
-        for the_class, the_img_num in zip(classes, counts):
-            idx = np.where(labels == the_class)[0]
-            np.random.shuffle(idx)
-            new_idx.append(idx[:the_img_num])
-        return np.concatenate(new_idx)
-    finally:
-        np.random.set_state(state)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_subset_indices_reproduces_the_reference(seed):
     labels = np.random.RandomState(123).permutation(np.repeat(np.arange(10), 300)).astype(np.int64)
     counts = class_counts(10, 300, "exp", 100)
     ours = subset_indices(labels, counts, seed)
-    ref = _ldam_drw_reference(labels, counts, seed)
+    ref = ldam_drw_reference(labels, counts, seed)
     np.testing.assert_array_equal(ours, ref)
     assert np.bincount(labels[ours], minlength=10).tolist() == counts
     assert len(np.unique(ours)) == len(ours)

@@ -10,24 +10,9 @@ from procrustes.config import make_config
 from procrustes.data import (DataError, check_root, class_counts, load_benchmark, load_split, load_tinyimagenet,
                              spec)
 
-from .conftest import make_imagefolder
+from .conftest import ldam_drw_reference, make_imagefolder
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-
-
-def _reference_subset(labels, counts, seed=0):
-    """LDAM-DRW's choice on the global np.random (see test_counts.py)."""
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed)
-        out = []
-        for c, n in enumerate(counts):
-            idx = np.where(labels == c)[0]
-            np.random.shuffle(idx)
-            out.append(idx[:n])
-        return np.concatenate(out)
-    finally:
-        np.random.set_state(state)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +48,7 @@ def test_imagefolder_benchmark_cifar100_shaped(tree100, private_cache):
     assert b.train_x.shape == (sum(counts), 32, 32, 3) and b.train_x.dtype == np.uint8
     assert np.bincount(b.train_y, minlength=100).tolist() == counts
     labels_all = np.repeat(np.arange(100), 4)
-    _check_pixels(b.train_x, b.train_y, labels_all, _reference_subset(labels_all, counts))
+    _check_pixels(b.train_x, b.train_y, labels_all, ldam_drw_reference(labels_all, counts, 0))
     # the test set is whole and balanced
     assert np.bincount(b.test_y).tolist() == [2] * 100
     np.testing.assert_array_equal(b.test_x[:, 0, 0, 0], b.test_y)
@@ -76,7 +61,7 @@ def test_cifar100_code_path_on_a_tree(tree100, private_cache):
     assert b.counts == [4] * 50 + [1] * 50
     assert b.spec == spec("cifar100")
     labels_all = np.repeat(np.arange(100), 4)
-    _check_pixels(b.train_x, b.train_y, labels_all, _reference_subset(labels_all, b.counts))
+    _check_pixels(b.train_x, b.train_y, labels_all, ldam_drw_reference(labels_all, b.counts, 0))
     # a second load comes from the cache and gives the same arrays
     again = load_benchmark(cfg, tree100)
     np.testing.assert_array_equal(again.train_x, b.train_x)
