@@ -114,11 +114,13 @@ def device_name(device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str) -> dict:
+def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str]) -> dict:
+    """Where a result came from. commits: the git commit(s) whose code trained it (read at each (re)start)."""
     import torch
 
     return {
-        "git_commit": git_commit(),
+        "git_commit": ", ".join(commits),
+        "git_commits": commits,
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "device": str(device),

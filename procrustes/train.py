@@ -194,7 +194,8 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     rng = np.random.default_rng(cfg.seed)  # laws of lam, random mixing points
     history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "feature_grad",
                                                 "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds")}
-    start_epoch, wall, train_wall, images, started = 0, 0.0, 0.0, 0, store.now_utc()
+    # the commit is read when the code is loaded, not when the run ends: the checkout may move meanwhile
+    start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [store.git_commit()]
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -202,6 +203,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
         gen.set_state(ck["gen"].cpu())
         rng.bit_generator.state = ck["rng"]
         history, start_epoch, started = ck["history"], ck["epoch"], ck["started"]
+        commits = list(dict.fromkeys(ck.get("commits", []) + commits))  # a resumed run may span commits
         wall, train_wall, images = ck["wall"], ck["train_wall"], ck["images"]
     store.atomic_write_json(out / "config.json", cfg.to_dict())
 
@@ -246,7 +248,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
         bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", test=f"{history['test_top1'][-1]:.3f}", refresh=False)
         store.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                                             "rng": rng.bit_generator.state, "history": history, "epoch": epoch + 1,
-                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "config": cfg.to_dict()})
+                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict()})
     bar.close()
     if end_epoch < cfg.epochs:
         return None
@@ -273,7 +275,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
             "schedule": {"warmup_epochs": warm, "lr_milestones": list(miles), "lr_factors": list(factors), "drw_epoch": drw_epoch},
         },
         "history": history,
-        "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), "bf16" if bf16 else "fp32"),
+        "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), "bf16" if bf16 else "fp32", commits),
     }
     store.set_aside_damaged(cfg, results)
     store.atomic_write_json(out / "result.json", result)

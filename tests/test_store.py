@@ -93,9 +93,9 @@ def test_collect_lists_missing(tmp_path):
 
 
 def test_provenance_keys():
-    p = store.provenance("cpu", "2024-01-01T00:00:00+00:00", 12.345, 678.91, "fp32")
+    p = store.provenance("cpu", "2024-01-01T00:00:00+00:00", 12.345, 678.91, "fp32", ["abc", "def"])
     for k in ("git_commit", "torch", "python", "device", "device_name", "precision", "started_utc", "finished_utc",
               "wall_s", "train_images_per_s", "host"):
         assert k in p
     assert p["wall_s"] == 12.35 and p["train_images_per_s"] == 678.9
-    assert p["git_commit"] and "threads" in p["device_name"]
+    assert p["git_commit"] == "abc, def" and p["git_commits"] == ["abc", "def"] and "threads" in p["device_name"]
