@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder")
@@ -115,10 +115,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(names)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        _check_fields(d)
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
     def replace(self, **changes: Any) -> "RunConfig":
@@ -126,6 +123,12 @@ class RunConfig:
 
     def label(self) -> str:
         return f"{self.dataset} {self.imbalance}-{self.ratio:g} {self.method} seed {self.seed} ({self.profile})"
+
+
+def _check_fields(values: dict[str, Any]) -> None:
+    unknown = set(values) - {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
 
 
 def split_method(method: str) -> tuple[str, str | None]:
@@ -165,10 +168,7 @@ def make_config(profile: str = "paper", **overrides: Any) -> RunConfig:
     if isinstance(values.get("ratio", RunConfig.ratio), float) and float(values.get("ratio", RunConfig.ratio)).is_integer():
         # one key per run: --ratio 10 (a float from the command line) and ratio=10 (an int) are the same run
         values["ratio"] = int(values.get("ratio", RunConfig.ratio))
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = set(values) - names
-    if unknown:
-        raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+    _check_fields(values)
     cfg = RunConfig(**values)
     validate(cfg)
     return cfg
@@ -247,4 +247,4 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return name, raw
 
 
-__all__ = ["RunConfig", "ConfigError", "PROFILES", "make_config", "validate", "split_method", "parse_assignment", "field"]
+__all__ = ["RunConfig", "ConfigError", "PROFILES", "make_config", "validate", "split_method", "parse_assignment"]
