@@ -224,20 +224,18 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
             bi = idx[s * B : (s + 1) * B]
             step(train_x[bi], train_y[bi], lr)
             bar.update(1)
-        seen, correct, gsum, to_major = step.seen, step.correct, step.gsum, step.to_major
-        loss_sum, weakened = step.loss_sum, step.weakened
         train_s = time.perf_counter() - t0
         last = epoch == cfg.epochs - 1
         ev = final_idx if last else curve_idx
         tc, tt, top5 = evaluate(model, test_x[ev], test_y[ev], C, spec.mean, spec.std, bf16)
-        seen_c = seen.clamp(min=1)
+        seen_c = step.seen.clamp(min=1)
         history["epoch"].append(epoch + 1)
         history["lr"].append(lr)
-        history["train_loss"].append(float(loss_sum) / n)
-        history["train_acc"].append((correct / seen_c).tolist())
-        history["feature_grad"].append((gsum / seen_c).tolist())
-        history["pred_major_share"].append((to_major / seen_c).tolist())
-        history["weakened_share"].append(float(weakened) / n)
+        history["train_loss"].append(float(step.loss_sum) / n)
+        history["train_acc"].append((step.correct / seen_c).tolist())
+        history["feature_grad"].append((step.gsum / seen_c).tolist())
+        history["pred_major_share"].append((step.to_major / seen_c).tolist())
+        history["weakened_share"].append(float(step.weakened) / n)
         history["test_acc"].append((tc / tt.clamp(min=1)).tolist())
         history["test_top1"].append(float(tc.sum() / tt.sum()))
         epoch_s = time.perf_counter() - t0
