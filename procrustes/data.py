@@ -263,6 +263,18 @@ class Benchmark:
     counts: list[int]
     classes: list[str]
     spec: DatasetSpec
+    data: dict | None = None  # {"id": content hash of the arrays above, "root": where they were read}
+
+
+def content_id(*arrays: np.ndarray, classes: list[str] = ()) -> str:
+    """A 16-hex sha256 of the bytes, shapes and dtypes of arrays and of the class names: what the data are."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    h.update("\n".join(classes).encode())
+    return h.hexdigest()[:16]
 
 
 def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
@@ -282,4 +294,7 @@ def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
     if min(counts) < 1:
         raise ConfigError(f"impossible ratio {cfg.ratio:g} for n_max={n_max}: the smallest class would keep no image")
     idx = subset_indices(tr.labels, counts, cfg.subset_seed)
-    return Benchmark(tr.images[idx], tr.labels[idx], te.images, te.labels, counts, tr.classes, s)
+    b = Benchmark(tr.images[idx], tr.labels[idx], te.images, te.labels, counts, tr.classes, s)
+    b.data = {"id": content_id(b.train_x, b.train_y, b.test_x, b.test_y, classes=b.classes),
+              "root": str(Path(root) if root else default_root(cfg.dataset))}
+    return b

@@ -58,21 +58,27 @@ def lr_at(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, mean, std, bf16: bool, batch: int = 1000):
-    """Per-class top-1 correct counts, class sizes and the number of top-5 hits."""
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, mean, std, bf16: bool, batch: int = 1000,
+             is_major: torch.Tensor | None = None):
+    """Per-class top-1 correct counts, class sizes and the number of top-5 hits (eval mode, no augmentation);
+    with `is_major`, also per class the number of examples predicted as a major class (a 4th value)."""
     model.eval()
     correct = torch.zeros(num_classes, device=x.device)
     total = torch.zeros(num_classes, device=x.device)
+    to_major = torch.zeros(num_classes, device=x.device)
     top5 = torch.zeros((), device=x.device)
     for i in range(0, len(y), batch):
         xb, yb = normalise(x[i : i + batch], mean, std), y[i : i + batch]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(xb).float()
-        correct.index_add_(0, yb, (logits.argmax(1) == yb).float())
+        pred = logits.argmax(1)
+        correct.index_add_(0, yb, (pred == yb).float())
         total.index_add_(0, yb, torch.ones_like(yb, dtype=torch.float))
+        if is_major is not None:
+            to_major.index_add_(0, yb, is_major[pred].float())
         k = min(5, num_classes)
         top5 += (logits.topk(k, 1).indices == yb[:, None]).any(1).sum()
-    return correct, total, top5
+    return (correct, total, top5, to_major) if is_major is not None else (correct, total, top5)
 
 
 def make_model(cfg: RunConfig, num_classes: int, normed: bool, device: torch.device) -> torch.nn.Module:
@@ -145,7 +151,8 @@ class TrainStep:
 
 
 def balanced_subset(y: np.ndarray, per_class: int | None) -> np.ndarray:
-    """The first `per_class` test images of each class (all when None): the per-epoch evaluation set."""
+    """The first `per_class` images of each class (all when None): the per-epoch test set, and the fixed
+    training sample of the clean training accuracy (a class with fewer images gives all of them)."""
     if per_class is None:
         return np.arange(len(y))
     return np.sort(np.concatenate([np.where(y == c)[0][:per_class] for c in np.unique(y)]))
@@ -174,6 +181,10 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     out = store.run_dir(cfg, results)
     ckpt_path = out / "checkpoint.pt"
     bench = load_benchmark(cfg, data_root)
+    if ckpt_path.exists():  # a checkpoint of other data (same config, another data root) is not resumed
+        ck_data = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("data")
+        if ck_data is not None and ck_data.get("id") != bench.data["id"]:
+            raise ValueError(f"{ckpt_path} was trained on other data ({ck_data}) than {bench.data}")
     counts, C, spec = bench.counts, len(bench.counts), bench.spec
     warm, miles, factors, drw_epoch = cfg.schedule()
 
@@ -183,6 +194,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     test_y = torch.from_numpy(bench.test_y).to(dev)
     curve_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.eval_per_class)).to(dev)
     final_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.test_per_class)).to(dev)
+    clean_idx = torch.from_numpy(balanced_subset(bench.train_y, cfg.clean_per_class)).to(dev)
     is_major = torch.from_numpy(major_classes(counts)).to(dev)
 
     criterion = Criterion(cfg.loss, counts, focal_gamma=cfg.focal_gamma, ldam_max_margin=cfg.ldam_max_margin,
@@ -193,7 +205,8 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)  # augmentation, sampling, partners, selection
     rng = np.random.default_rng(cfg.seed)  # laws of lam, random mixing points
     history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "feature_grad",
-                                                "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds")}
+                                                "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds",
+                                                "train_acc_clean", "pred_major_share_clean")}
     # the commit is read when the code is loaded, not when the run ends: the checkout may move meanwhile
     start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [store.git_commit()]
     if ckpt_path.exists():
@@ -238,6 +251,10 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
         history["weakened_share"].append(float(step.weakened) / n)
         history["test_acc"].append((tc / tt.clamp(min=1)).tolist())
         history["test_top1"].append(float(tc.sum() / tt.sum()))
+        # clean training accuracy: eval mode, no augmentation, no mixing, a fixed sample of the training set
+        cc, ct, _, cm = evaluate(model, train_x[clean_idx], train_y[clean_idx], C, spec.mean, spec.std, bf16, is_major=is_major)
+        history["train_acc_clean"].append((cc / ct.clamp(min=1)).tolist())
+        history["pred_major_share_clean"].append((cm / ct.clamp(min=1)).tolist())
         epoch_s = time.perf_counter() - t0
         history["seconds"].append(round(epoch_s, 3))
         wall += epoch_s
@@ -246,7 +263,8 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
         bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", test=f"{history['test_top1'][-1]:.3f}", refresh=False)
         store.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                                             "rng": rng.bit_generator.state, "history": history, "epoch": epoch + 1,
-                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict()})
+                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict(),
+                                            "data": bench.data})
     bar.close()
     if end_epoch < cfg.epochs:
         return None
@@ -273,6 +291,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
             "schedule": {"warmup_epochs": warm, "lr_milestones": list(miles), "lr_factors": list(factors), "drw_epoch": drw_epoch},
         },
         "history": history,
+        "data": bench.data,
         "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), "bf16" if bf16 else "fp32", commits),
     }
     store.set_aside_damaged(cfg, results)
