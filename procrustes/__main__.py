@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--results", help="result store (default: results/ or $PROCRUSTES_RESULTS)")
 
     r = sub.add_parser("reproduce", help="train every run the notebooks need that the store lacks (resumable)")
-    r.add_argument("--profile", default="quick")
+    r.add_argument("--profile", default="cpu")
     r.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 02 05")
     r.add_argument("--device", default="auto")
     r.add_argument("--data-root", help="data root for CIFAR-10 (others use data/<name>)")
@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from .train import TrainingDiverged
+
+        if isinstance(e, TrainingDiverged):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 
@@ -105,7 +112,7 @@ def _train(args) -> int:
     s = res["summary"]
     groups = ", ".join(f"{g} {100 * a:.1f}%" for g, a in s["group_test_acc"].items() if a is not None)
     print(f"{cfg.label()}: test top-1 error {s['test_error']:.2f}% ({groups})")
-    print(f"result: {run_dir(cfg, Path(args.results) if args.results else None) / 'result.json'}")
+    print(f"result: {run_dir(cfg, Path(args.results) if args.results else None, res['data']['id']) / 'result.json'}")
     return 0
 
 

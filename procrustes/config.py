@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +151,7 @@ def split_method(method: str) -> tuple[str, str | None]:
 
 
 # Profiles: named sets of overrides of RunConfig's defaults.
-# quick: sized by measurement on 2 CPU cores (see README "Profiles"); smoke: seconds, for tests and CI.
+# cpu: sized by measurement on 2 CPU cores (see README "Profiles"); smoke: seconds, for tests and CI.
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {},
     # cpu: the smallest CIFAR-10 regime measured to leave the under-fitting phase (step-100 keeps 20 images a
@@ -180,6 +181,15 @@ def make_config(profile: str = "paper", **overrides: Any) -> RunConfig:
     return cfg
 
 
+def _finite(value: Any, name: str, lo: float, hi: float = math.inf, strict: bool = False, hi_open: bool = False) -> None:
+    """ConfigError unless value is a finite number in [lo, hi] (lo excluded when strict, hi when hi_open)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if strict else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        lo_s, hi_s = ("(" if strict else "[") + f"{lo:g}", f"{hi:g}" + (")" if hi_open or hi == math.inf else "]")
+        raise ConfigError(f"impossible {name} {value!r}: a finite number in {lo_s}, {hi_s}")
+
+
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
@@ -207,6 +217,33 @@ def validate(cfg: RunConfig) -> None:
     for name in ("eval_per_class", "test_per_class", "clean_per_class"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"impossible {name} {getattr(cfg, name)!r}: must be at least 1")
+    _finite(cfg.lr, "lr", lo=0.0, strict=True)
+    _finite(cfg.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
+    _finite(cfg.weight_decay, "weight_decay", lo=0.0)
+    _finite(cfg.cb_beta, "cb_beta", lo=0.0, hi=1.0, hi_open=True)
+    _finite(cfg.focal_gamma, "focal_gamma", lo=0.0)
+    _finite(cfg.ldam_max_margin, "ldam_max_margin", lo=0.0)
+    _finite(cfg.ldam_scale, "ldam_scale", lo=0.0, strict=True)
+    _finite(cfg.la_tau, "la_tau", lo=0.0)
+    _finite(cfg.mfw_gamma, "mfw_gamma", lo=0.0)
+    _finite(cfg.mfw_alpha, "mfw_alpha", lo=0.0, strict=True)
+    _finite(cfg.mixup_alpha, "mixup_alpha", lo=0.0, strict=True)
+    _finite(cfg.remix_kappa, "remix_kappa", lo=0.0, strict=True)
+    _finite(cfg.remix_tau, "remix_tau", lo=0.0, hi=1.0)
+    for name in ("seed", "subset_seed"):
+        if not isinstance(getattr(cfg, name), int) or not 0 <= getattr(cfg, name) < 2**32:
+            raise ConfigError(f"impossible {name} {getattr(cfg, name)!r}: an integer in [0, 2**32)")
+    if cfg.profile not in PROFILES:
+        raise ConfigError(f"unknown profile {cfg.profile!r}: choose one of {', '.join(PROFILES)}")
+    warm, miles, factors, drw = cfg.schedule()
+    if not (math.isfinite(warm) and 0 <= warm <= cfg.epochs):
+        raise ConfigError(f"impossible warmup_epochs {warm!r}: between 0 and epochs ({cfg.epochs})")
+    if list(miles) != sorted(miles) or any(not 0 < m <= cfg.epochs for m in miles):
+        raise ConfigError(f"impossible lr_milestones {miles!r}: increasing epochs in 1..{cfg.epochs}")
+    if len(factors) != len(miles) or any(not (math.isfinite(f) and f > 0) for f in factors):
+        raise ConfigError(f"lr_factors {factors!r} must be positive, one per milestone {miles!r}")
+    if not 0 <= drw <= cfg.epochs:
+        raise ConfigError(f"impossible drw_epoch {drw!r}: between 0 and epochs ({cfg.epochs})")
     if not 0 <= cfg.mfw_prob <= 1:
         raise ConfigError(f"impossible mfw_prob {cfg.mfw_prob!r}: a probability in [0, 1]")
     if not 0 <= cfg.mfw_lam_min <= 1:
@@ -218,10 +255,11 @@ def validate(cfg: RunConfig) -> None:
         if p not in points:
             raise ConfigError(f"unknown mixing point {p!r} for {cfg.resolved_model()}: choose one of {', '.join(points)}")
     if cfg.dataset != "imagefolder" and cfg.imbalance != "none":
-        from .data import class_counts, spec
+        from .counts import PAPER_SIZES, class_counts
 
-        n_max = spec(cfg.dataset).n_max if cfg.max_per_class is None else min(cfg.max_per_class, spec(cfg.dataset).n_max)
-        if min(class_counts(spec(cfg.dataset).num_classes, n_max, cfg.imbalance, cfg.ratio)) < 1:
+        num_classes, paper_n_max = PAPER_SIZES[cfg.dataset]
+        n_max = paper_n_max if cfg.max_per_class is None else min(cfg.max_per_class, paper_n_max)
+        if min(class_counts(num_classes, n_max, cfg.imbalance, cfg.ratio)) < 1:
             raise ConfigError(
                 f"impossible ratio {cfg.ratio:g} for n_max={n_max}: the smallest class would keep no image"
             )
@@ -235,6 +273,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     if name not in fields:
         raise ConfigError(f"unknown config field {name!r} in --set")
+    if name == "profile":
+        raise ConfigError("profile cannot be set with --set: use --profile")
     default = fields[name].default
     try:
         if raw.lower() == "none":

@@ -1,17 +1,21 @@
 """The runs behind each notebook, per profile: one place that the notebooks and `make reproduce` share.
 
-`paper` is the full protocol. `quick` is a reduced form sized for 2 CPU cores (fewer settings, one seed),
-`smoke` has the same shape as `quick` in seconds, so that nbval checks the same tables in CI."""
+`paper` is the full protocol. `cpu` is CIFAR-10 at n_max 2,000 for 80 epochs, on reduced grids sized for 2 CPU
+cores; `all_runs("cpu")` lists them in the order they are trained (issue 10): (a) step-100 ERM and MFW, seeds
+0-2; (b) exp-100 ERM and MFW, seeds 0-2; (c) exp-100 and step-100 LDAM-DRW and MFW + LDAM-DRW, seeds 0-2;
+(d) the ablations on step-100, seed 0; (e) exp-10 and step-10 ERM and MFW, seeds 0-2. `smoke` has the shape of
+`cpu` in seconds (one seed), so that nbval checks the same notebooks in CI."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .config import RunConfig, make_config
 
-SEEDS = {"paper": (0, 1, 2), "quick": (0,), "smoke": (0,)}
+SEEDS = {"paper": (0, 1, 2), "cpu": (0, 1, 2), "smoke": (0,)}
 TABLE_METHODS = ("erm", "focal", "ldam", "cb", "drw", "ldam-drw", "mfw", "mfw+drw", "mfw+ldam-drw")
-# the quick table, reduced to fit 2 CPU cores: (imbalance, ratio) -> methods
-QUICK_TABLE = {("exp", 100): ("erm", "ldam-drw", "mfw", "mfw+ldam-drw"), ("step", 100): ("erm", "mfw")}
+# the cpu table, reduced to fit 2 CPU cores: (imbalance, ratio) -> methods
+CPU_TABLE = {("step", 100): ("erm", "mfw", "ldam-drw", "mfw+ldam-drw"), ("exp", 100): ("erm", "mfw", "ldam-drw", "mfw+ldam-drw"),
+             ("step", 10): ("erm", "mfw"), ("exp", 10): ("erm", "mfw")}
 TINY_METHODS = ("erm", "drw", "ldam-drw", "mfw", "mfw+drw", "mfw+ldam-drw")
 
 
@@ -19,28 +23,31 @@ def _seeds(profile: str) -> tuple[int, ...]:
     return SEEDS.get(profile, (0,))
 
 
-def dynamics_runs(profile: str, methods=("erm", "mfw")) -> list[RunConfig]:
-    """CIFAR-10 step rho=100, ERM against MFW, seed 0: notebooks 02, 03 and 04."""
-    return [make_config(profile, dataset="cifar10", imbalance="step", ratio=100, method=m) for m in methods]
+def dynamics_runs(profile: str, methods=("erm", "mfw"), seeds: tuple[int, ...] | None = None,
+                  imbalance: str = "step", ratio: float = 100) -> list[RunConfig]:
+    """CIFAR-10 (step rho=100 by default), ERM against MFW, every seed of the profile (or `seeds`):
+    notebooks 02, 03 and 04."""
+    return [make_config(profile, dataset="cifar10", imbalance=imbalance, ratio=ratio, method=m, seed=s)
+            for s in (seeds if seeds is not None else _seeds(profile)) for m in methods]
 
 
 def cifar_table_runs(profile: str) -> list[RunConfig]:
-    """Notebook 05: CIFAR-10/100 x {exp, step} x {100, 10} x TABLE_METHODS (paper); QUICK_TABLE otherwise."""
+    """Notebook 05: CIFAR-10/100 x {exp, step} x {100, 10} x TABLE_METHODS (paper); CPU_TABLE otherwise."""
     if profile == "paper":
         grid = [(d, i, r, TABLE_METHODS) for d in ("cifar10", "cifar100") for i in ("exp", "step") for r in (100, 10)]
     else:
-        grid = [("cifar10", i, r, methods) for (i, r), methods in QUICK_TABLE.items()]
+        grid = [("cifar10", i, r, methods) for (i, r), methods in CPU_TABLE.items()]
     return [make_config(profile, dataset=d, imbalance=i, ratio=r, method=m, seed=s)
             for d, i, r, methods in grid for m in methods for s in _seeds(profile)]
 
 
 def tiny_table_runs(profile: str) -> list[RunConfig]:
     """Notebook 06: Tiny-ImageNet-200 with ResNet-18. Outside the paper profile, the slice of
-    `../shared/data` (10 train images a class) with rho=10 and 3 epochs (quick): a pipeline check, not a result."""
+    `../shared/data` (10 train images a class) with rho=10 and 3 epochs (cpu): a pipeline check, not a result."""
     if profile == "paper":
         return [make_config(profile, dataset="tinyimagenet", imbalance=i, ratio=r, method=m, seed=s)
                 for i in ("exp", "step") for r in (100, 10) for m in TINY_METHODS for s in _seeds(profile)]
-    epochs = 3 if profile == "quick" else 1
+    epochs = 3 if profile == "cpu" else 1
     return [make_config(profile, dataset="tinyimagenet", imbalance="exp", ratio=10, max_per_class=10, epochs=epochs,
                         eval_per_class=5, test_per_class=5, method=m) for m in ("erm", "mfw")]
 
@@ -75,22 +82,23 @@ def ablation_variants(profile: str) -> list[Variant]:
     ]
     if profile == "paper":
         return full
-    keep = {("mixing point", "stem"), ("mixing point", "stage1"),
-            ("relatives", "ERM"), ("relatives", "MFW"), ("relatives", "Remix")}
-    return [v for v in full if (v.group, v.label) in keep]
+    drop = {("mixing point", "random"), ("selection rule", "power (gamma 2)"), ("selection rule", "inverse")}
+    return [v for v in full if (v.group, v.label) not in drop]
 
 
 def ablation_benchmarks(profile: str) -> list[tuple[str, str, int]]:
-    return [("cifar10", "exp", 100), ("cifar10", "step", 100)] if profile == "paper" else [("cifar10", "exp", 100)]
+    return [("cifar10", "exp", 100), ("cifar10", "step", 100)] if profile == "paper" else [("cifar10", "step", 100)]
 
 
 def ablation_runs(profile: str) -> list[tuple[Variant, RunConfig]]:
+    """Every variant on every ablation benchmark; seeds 0-2 in the paper profile, seed 0 elsewhere."""
+    seeds = _seeds(profile) if profile == "paper" else (0,)
     return [(v, make_config(profile, dataset=d, imbalance=i, ratio=r, seed=s, **v.overrides))
-            for d, i, r in ablation_benchmarks(profile) for v in ablation_variants(profile) for s in _seeds(profile)]
+            for d, i, r in ablation_benchmarks(profile) for v in ablation_variants(profile) for s in seeds]
 
 
 NOTEBOOK_RUNS = {
-    "00_quickstart": lambda p: dynamics_runs(p, methods=("erm",)),
+    "00_quickstart": lambda p: dynamics_runs(p, methods=("erm",), seeds=(0,)),
     "02_underfit_then_overfit": lambda p: dynamics_runs(p, methods=("erm",)),
     "03_feature_gradients": dynamics_runs,
     "04_procrustean_training": dynamics_runs,
@@ -100,8 +108,27 @@ NOTEBOOK_RUNS = {
 }
 
 
+def priority(c: RunConfig) -> tuple:
+    """The order in which runs are trained (issue 10's rows a-e): step-100 ERM/MFW over seeds, then exp-100
+    ERM/MFW, then LDAM-DRW and MFW + LDAM-DRW, then the ablations (seed 0), then rho=10; seeds ascending inside
+    each row, so that a row's seed 0 runs are done before its seed 1 runs."""
+    core = c.method in ("erm", "mfw") and c.mfw_point == "stage1" and c.mfw_select == "median" and c.mfw_lam == "uniform" \
+        and c.mfw_lam_min == 0.5 and c.mfw_active == "always"
+    if c.dataset == "cifar10" and c.ratio == 100 and core:
+        row = 0 if c.imbalance == "step" else 1
+    elif c.dataset == "cifar10" and c.ratio == 100 and c.method in ("ldam-drw", "mfw+ldam-drw"):
+        row = 2
+    elif c.dataset == "cifar10" and c.ratio == 100:
+        row = 3
+    elif c.dataset == "cifar10":
+        row = 4
+    else:
+        row = 5
+    return (row, c.seed)
+
+
 def all_runs(profile: str, notebooks: list[str] | None = None) -> list[RunConfig]:
-    """Every run the notebooks need (or the named ones), without duplicates, figure runs first."""
+    """Every run the notebooks need (or the named ones), without duplicates, in training order (`priority`)."""
     seen, out = set(), []
     for name, fn in NOTEBOOK_RUNS.items():
         if notebooks and not any(name.startswith(n) for n in notebooks):
@@ -110,7 +137,7 @@ def all_runs(profile: str, notebooks: list[str] | None = None) -> list[RunConfig
             if c.key() not in seen:
                 seen.add(c.key())
                 out.append(c)
-    return out
+    return sorted(out, key=priority)  # stable: the notebooks' order inside a row
 
 
 # ---------------------------------------------------------------- helpers the notebooks share
@@ -134,7 +161,7 @@ def gather(configs: list[RunConfig], *, train_missing: bool = False, device="aut
 
 def describe_grid(configs: list[RunConfig]) -> str:
     """The grid a notebook needs, by benchmark, method and seed only (no profile, sizes or epochs), so that the
-    text is the same in the quick and smoke profiles (nbval compares it)."""
+    text is the same in the cpu and smoke profiles (nbval compares it)."""
     benches = list(dict.fromkeys(f"{c.dataset} {c.imbalance} rho={c.ratio:g}" for c in configs))
     methods = list(dict.fromkeys(c.method for c in configs))
     seeds = sorted({c.seed for c in configs})

@@ -2,8 +2,11 @@
 
 Conventions: x is the epoch (1 = after the first epoch); accuracies are in %; the feature-gradient norm is
 ||dLoss/d(feature)|| per training example (the penultimate feature, arbitrary units). Group curves average the
-per-class values over the classes of a group (`procrustes.data.class_groups`): major/minor for step
-imbalance, many/medium/few for the others. Titles name the benchmark and the profile the numbers come from.
+per-class values over the classes of a group (`procrustes.counts.class_groups`): major/minor for step
+imbalance, many/medium/few for the others (thresholds scaled with n_max). Titles name the benchmark and the
+profile the numbers come from. Several seeds of a method are drawn as their mean (thick line), a band from
+the lowest to the highest seed and every seed as a thin line; labels say how many seeds. Dotted vertical lines
+mark the learning-rate drops (and the DRW switch).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .data import class_groups
+from .counts import PAPER_SIZES, class_groups, group_definition
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +38,9 @@ METHOD_NAMES = {"erm": "ERM", "focal": "Focal", "cb": "CB RW", "drw": "DRW", "ld
                 "remix": "Remix"}
 
 METRICS = {  # history key -> (axis label with units, factor applied to the stored value)
-    "train_acc": ("training accuracy (%)", 100.0),
+    "train_acc": ("training accuracy on the\naugmented, mixed batches (%)", 100.0),
+    "train_acc_clean": ("training accuracy, clean (%)\n(eval mode, no augmentation or mixing)", 100.0),
+    "pred_major_share_clean": ("predicted as a major class (%)\n(clean training images)", 100.0),
     "test_acc": ("test accuracy (%)", 100.0),
     "feature_grad": ("feature-gradient norm\n||dL/dh|| per example (a.u.)", 1.0),
     "pred_major_share": ("predicted as a major class (%)", 100.0),
@@ -76,17 +81,28 @@ def style():
 # ---------------------------------------------------------------------------------------- saving
 
 
-def figures_dir(outdir: str | Path | None = None) -> Path:
-    """outdir, else $PROCRUSTES_FIGURES, else the repository's figures/ folder."""
-    d = Path(outdir) if outdir else Path(os.environ.get("PROCRUSTES_FIGURES") or REPO / "figures")
+COMMITTED_PROFILE = "cpu"  # the profile whose figures are committed in figures/
+
+
+def figures_dir(outdir: str | Path | None = None, profile: str | None = None) -> Path:
+    """outdir, else $PROCRUSTES_FIGURES, else the repository's figures/ folder for the committed profile and
+    figures/<profile>/ for any other, so that a run of another profile never overwrites committed figures."""
+    if outdir:
+        d = Path(outdir)
+    else:
+        d = Path(os.environ.get("PROCRUSTES_FIGURES") or REPO / "figures")
+        if profile not in (None, COMMITTED_PROFILE):
+            d = d / profile
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def save_figure(fig, name: str, outdir: str | Path | None = None, dpi: int = 150) -> list[Path]:
-    """figures/<name>.png (dpi 150) and figures/<name>.pdf; returns both paths. PDF metadata carries no date,
-    so that regenerating an unchanged figure gives the same file."""
-    d = figures_dir(outdir)
+def save_figure(fig, name: str, outdir: str | Path | None = None, dpi: int = 150, profile: str | None = None) -> list[Path]:
+    """figures/<name>.png (dpi 150) and figures/<name>.pdf (in figures/<profile>/ for a profile that is not the
+    committed one); returns both paths. No date in either file and a fixed hash salt for the PDF, so that
+    regenerating an unchanged figure gives the same bytes."""
+    matplotlib.rcParams["svg.hashsalt"] = "procrustes"
+    d = figures_dir(outdir, profile)
     paths = [d / f"{name}.png", d / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None, "Producer": None,
@@ -109,7 +125,7 @@ def benchmark_name(dataset: str, imbalance: str, ratio: float) -> str:
 
 
 def setting_title(result_or_config: dict, what: str = "") -> str:
-    """'<what>\\nCIFAR-10, step imbalance, rho=100 | quick profile: n_max 1000, 20 epochs, seed 0'."""
+    """'<what>\\nCIFAR-10, step imbalance, rho=100 | cpu profile: n_max 2000, 80 epochs, seed 0'."""
     c = result_or_config.get("config", result_or_config)
     size = f"n_max {c['max_per_class']}, " if c.get("max_per_class") else ""
     line = (f"{benchmark_name(c['dataset'], c['imbalance'], c['ratio'])} | {c['profile']} profile: "
@@ -124,11 +140,32 @@ def result_label(result: dict) -> str:
 # ---------------------------------------------------------------------------------------- data access
 
 
+def group_scale(config: dict) -> float:
+    """n_max of the run over the benchmark's paper n_max: the factor of the many/few-shot thresholds."""
+    size = PAPER_SIZES.get(config["dataset"])
+    if size is None or not config.get("max_per_class"):
+        return 1.0
+    return min(config["max_per_class"], size[1]) / size[1]
+
+
 def groups_of(result: dict) -> dict[str, list[int]]:
-    """The reporting groups of a run, without empty groups."""
-    s = result["summary"]
-    g = class_groups(s["train_counts"], result["config"]["imbalance"])
+    """The reporting groups of a run (thresholds scaled with its n_max), without empty groups."""
+    s, c = result["summary"], result["config"]
+    g = class_groups(s["train_counts"], c["imbalance"], group_scale(c))
     return {k: v for k, v in g.items() if v}
+
+
+def groups_note(result: dict) -> str:
+    """The group definition a figure or table of this run uses, in words."""
+    c = result["config"]
+    return group_definition(c["imbalance"], group_scale(c))
+
+
+def group_test_acc(result: dict, group: str) -> float:
+    """Last-epoch test accuracy (0..1) of a group, from the per-class accuracies (nan for an empty group)."""
+    idx = groups_of(result).get(group)
+    acc = np.asarray(result["summary"]["test_acc_per_class"], dtype=float)
+    return float(acc[idx].mean()) if idx else float("nan")
 
 
 def minority_group(result: dict) -> str:
@@ -165,19 +202,23 @@ def group_curves(result: dict, metric: str) -> dict[str, np.ndarray]:
 
 
 def _mark_schedule(ax, result: dict) -> None:
-    """A faint vertical line at the first learning-rate decay (and DRW switch), when it falls inside."""
+    """A dotted vertical line at every learning-rate drop (x factor of the base lr) and at the DRW switch."""
     sched = result["summary"].get("schedule", {})
     miles = sched.get("lr_milestones") or []
     factors = sched.get("lr_factors") or []
     n = result["config"]["epochs"]
-    if miles and 0 < miles[0] < n:
-        x = miles[0] + 0.5
+    marks: dict[float, list[str]] = {}
+    for m, f in zip(miles, factors):
+        if 0 < m < n:
+            marks.setdefault(m, []).append(f"lr x{f:g}")
+    drw = sched.get("drw_epoch")
+    if drw is not None and 0 < drw < n and ("drw" in result["config"]["method"] or result["config"].get("sampler") == "drs"):
+        marks.setdefault(drw, []).append("DRW on")
+    for m, texts in sorted(marks.items()):
+        x = m + 0.5
         ax.axvline(x, color="0.5", lw=0.8, ls=(0, (2, 2)), zorder=0)
-        text = f"lr x{factors[0]:g}" if factors else "lr decay"
-        if "drw" in result["config"]["method"]:
-            text += ", DRW on"
-        ax.annotate(text, (x, 0.5), xycoords=("data", "axes fraction"), xytext=(-2, 0), textcoords="offset points",
-                    rotation=90, fontsize=7.5, color="0.4", ha="right", va="center")
+        ax.annotate(", ".join(texts), (x, 0.02), xycoords=("data", "axes fraction"), xytext=(-2, 0),
+                    textcoords="offset points", rotation=90, fontsize=7, color="0.4", ha="right", va="bottom")
 
 
 def plain_log_ticks(axis) -> None:
@@ -260,16 +301,46 @@ def _class_ticks(ax, result: dict) -> None:
 # ---------------------------------------------------------------------------------------- curves
 
 
+def by_method(results: list[dict]) -> dict[str, list[dict]]:
+    """{method: its results sorted by seed}, methods in first-seen order."""
+    out: dict[str, list[dict]] = {}
+    for r in results:
+        out.setdefault(r["config"]["method"], []).append(r)
+    return {m: sorted(rs, key=lambda r: r["config"]["seed"]) for m, rs in out.items()}
+
+
+def seeds_label(rs: list[dict]) -> str:
+    n = len(rs)
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def seed_curves(rs: list[dict], metric: str, group: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, seeds x epochs array) of one group's curve, over the seeds of one method (common epochs only)."""
+    n = min(len(epochs(r)) for r in rs)
+    return epochs(rs[0])[:n], np.stack([group_curves(r, metric)[group][:n] for r in rs])
+
+
+def draw_seeds(ax, x: np.ndarray, ys: np.ndarray, color, ls: str = "-", label: str | None = None) -> None:
+    """Mean over seeds as a thick line; with several seeds, a band from the lowest to the highest seed and
+    every seed as a thin line."""
+    ax.plot(x, ys.mean(0), color=color, ls=ls, lw=1.8, label=label)
+    if len(ys) > 1:
+        ax.fill_between(x, ys.min(0), ys.max(0), color=color, alpha=0.15, lw=0)
+        for y in ys:
+            ax.plot(x, y, color=color, ls=ls, lw=0.5, alpha=0.6)
+
+
 def plot_group_metric(ax, results: list[dict], metric: str, groups: list[str] | None = None,
                       ylabel: str | None = None, schedule: bool = True) -> None:
-    """Group curves of one history metric: colour = group, line style = method (one style per result)."""
-    for k, r in enumerate(results):
-        ls = LINESTYLES[k % len(LINESTYLES)]
-        for g, y in group_curves(r, metric).items():
+    """Group curves of one history metric: colour = group, line style = method; seeds as in `draw_seeds`."""
+    methods = by_method(results)
+    for k, (m, rs) in enumerate(methods.items()):
+        for g in groups_of(rs[0]):
             if groups is not None and g not in groups:
                 continue
-            lab = f"{g}, {result_label(r)}" if len(results) > 1 else g
-            ax.plot(epochs(r), y, color=GROUP_COLORS.get(g), ls=ls, lw=1.8, marker="o", ms=2.5, label=lab)
+            x, ys = seed_curves(rs, metric, g)
+            lab = (f"{g}, {method_name(m)}" if len(methods) > 1 else g) + f" ({seeds_label(rs)})"
+            draw_seeds(ax, x, ys, GROUP_COLORS.get(g), LINESTYLES[k % len(LINESTYLES)], lab)
     if results:
         _epoch_axis(ax, results[0])
         if schedule:
@@ -279,42 +350,68 @@ def plot_group_metric(ax, results: list[dict], metric: str, groups: list[str] | 
         ax.set_ylim(-3, 103)
 
 
-def plot_underfit_then_overfit(result: dict):
-    """Notebook 02: major vs minor training and test accuracy, and where minor-class training data go."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
-    plot_group_metric(axes[0], [result], "train_acc")
-    axes[0].set_title("training accuracy (on the augmented batches)")
-    plot_group_metric(axes[1], [result], "test_acc")
+def plot_underfit_then_overfit(results: list[dict]):
+    """Notebook 02: major vs minor clean training accuracy and test accuracy along epochs, and where the
+    minor-class training images are predicted; one method, all its seeds."""
+    results = results if isinstance(results, list) else [results]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+    plot_group_metric(axes[0], results, "train_acc_clean")
+    axes[0].set_title("training accuracy (clean: eval mode, no augmentation)")
+    plot_group_metric(axes[1], results, "test_acc", ylabel="test accuracy (%)")
     axes[1].set_title("test accuracy (balanced test set)")
-    low = minority_group(result)
-    plot_group_metric(axes[2], [result], "pred_major_share", groups=[low],
-                      ylabel=f"{low}-class training examples\npredicted as a major class (%)")
+    low = minority_group(results[0])
+    plot_group_metric(axes[2], results, "pred_major_share_clean", groups=[low],
+                      ylabel=f"{low}-class training images\npredicted as a major class (%)")
     axes[2].axhline(50, color="0.6", lw=0.8, ls=":")
-    axes[2].set_title(f"where {low}-class training data are predicted")
+    axes[2].set_title(f"where {low}-class training images are predicted")
     for ax in axes:
         ax.legend(loc="best")
-    fig.suptitle(setting_title(result, f"{result_label(result)}: per-group accuracy along training"))
+    r = results[0]
+    fig.suptitle(setting_title(r, f"{result_label(r)}: per-group accuracy along training").replace(
+        f"seed {r['config']['seed']}", f"seeds {', '.join(str(x['config']['seed']) for x in results)}"))
     return fig
 
 
+def gradient_ratio(result: dict) -> np.ndarray:
+    """Per epoch: mean feature-gradient norm of the minority group over that of the majority group."""
+    c = group_curves(result, "feature_grad")
+    return c[minority_group(result)] / np.maximum(c[majority_group(result)], 1e-12)
+
+
 def plot_feature_gradients(results: list[dict]):
-    """Notebook 03: group means of the per-example feature-gradient norm (colour = group, style = method), and
-    one class x epoch heat map per method on a shared logarithmic colour scale."""
-    n = len(results)
-    fig = plt.figure(figsize=(5.2 + 4.2 * n, 4.4), layout="constrained")
-    gs = fig.add_gridspec(1, n + 1, width_ratios=[1.3] + [1.0] * n)
+    """Notebook 03: group means of the per-example feature-gradient norm (colour = group, style = method), the
+    minority/majority ratio per method, and one class x epoch heat map per method (its first seed) on a shared
+    logarithmic colour scale."""
+    methods = by_method(results)
+    firsts = [rs[0] for rs in methods.values()]
+    n = len(firsts)
+    fig = plt.figure(figsize=(9.5 + 4.2 * n, 4.4), layout="constrained")
+    gs = fig.add_gridspec(1, n + 2, width_ratios=[1.3, 1.1] + [1.0] * n)
     ax0 = fig.add_subplot(gs[0, 0])
     plot_group_metric(ax0, results, "feature_grad", ylabel="||dL/dh|| per example (a.u.)")
     ax0.set_yscale("log")
     plain_log_ticks(ax0.yaxis)
     ax0.set_title("group means (log scale)")
-    ax0.legend(loc="best")
-    mats = [per_class(r, "feature_grad") for r in results]
+    ax0.legend(loc="best", fontsize=7.5)
+    ax1 = fig.add_subplot(gs[0, 1])
+    for k, (m, rs) in enumerate(methods.items()):
+        n_ep = min(len(epochs(r)) for r in rs)
+        ys = np.stack([gradient_ratio(r)[:n_ep] for r in rs])
+        draw_seeds(ax1, epochs(rs[0])[:n_ep], ys, METHOD_COLORS.get(m, PALETTE[k]), LINESTYLES[k % len(LINESTYLES)],
+                   f"{method_name(m)} ({seeds_label(rs)})")
+    ax1.axhline(1, color="0.4", lw=0.8)
+    _epoch_axis(ax1, firsts[0])
+    _mark_schedule(ax1, firsts[0])
+    lo, hi = minority_group(firsts[0]), majority_group(firsts[0])
+    ax1.set_ylabel(f"{lo} / {hi} feature-gradient norm\n(1 = balanced)")
+    ax1.set_title("imbalance of feature gradients")
+    ax1.legend(loc="best")
+    mats = [per_class(r, "feature_grad") for r in firsts]
     pos = np.concatenate([m[m > 0].ravel() for m in mats]) if mats else np.array([1.0])
     norm = matplotlib.colors.LogNorm(vmin=max(pos.min(), 1e-6), vmax=pos.max()) if pos.size else None
     im = None
-    for k, (r, m) in enumerate(zip(results, mats)):
-        ax = fig.add_subplot(gs[0, k + 1])
+    for k, (r, m) in enumerate(zip(firsts, mats)):
+        ax = fig.add_subplot(gs[0, k + 2])
         ep = epochs(r)
         im = ax.imshow(np.where(m > 0, m, np.nan).T, aspect="auto", origin="upper", cmap=SEQUENTIAL_CMAP, norm=norm,
                        extent=(ep[0] - 0.5, ep[-1] + 0.5, m.shape[1] - 0.5, -0.5), interpolation="nearest")
@@ -326,64 +423,73 @@ def plot_feature_gradients(results: list[dict]):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=6))
         ax.grid(False)
-        ax.set_title(f"{result_label(r)}: per class")
+        ax.set_title(f"{result_label(r)}, seed {r['config']['seed']}: per class")
     if im is not None:
-        cb = fig.colorbar(im, ax=fig.axes[1:], fraction=0.04, pad=0.02)
+        cb = fig.colorbar(im, ax=fig.axes[2:], fraction=0.04, pad=0.02)
         cb.set_label("||dL/dh|| per example (a.u., log scale)")
         plain_log_ticks(cb.ax.yaxis)
-    fig.suptitle(setting_title(results[0], "Feature-gradient norm along training: " +
-                               " vs ".join(result_label(r) for r in results)))
+    fig.suptitle(setting_title(firsts[0], "Feature-gradient norm along training: " +
+                               " vs ".join(method_name(m) for m in methods)).split(", seed")[0])
     return fig
 
 
 def plot_train_balance(results: list[dict]):
-    """Notebook 04: majority- and minority-group training accuracy per method, and their gap."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    """Notebook 04: per method, majority- and minority-group clean training accuracy, test accuracy side by
+    side (does MFW reduce the over-fitting?), and the share of training examples MFW weakened."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), layout="constrained")
     hi, lo = majority_group(results[0]), minority_group(results[0])
-    plot_group_metric(axes[0], results, "train_acc", groups=[hi, lo])
-    axes[0].set_title(f"{hi} vs {lo} training accuracy")
-    axes[0].legend(loc="best")
-    for k, r in enumerate(results):
-        c = group_curves(r, "train_acc")
-        axes[1].plot(epochs(r), c[hi] - c[lo], color=METHOD_COLORS.get(r["config"]["method"], PALETTE[k]),
-                     ls=LINESTYLES[k % len(LINESTYLES)], lw=1.8, marker="o", ms=2.5, label=result_label(r))
-    axes[1].axhline(0, color="0.4", lw=0.8)
-    _epoch_axis(axes[1], results[0])
-    _mark_schedule(axes[1], results[0])
-    axes[1].set_ylabel(f"{hi} minus {lo} training accuracy\n(percentage points)")
-    axes[1].set_title("imbalance of training progress (0 = balanced)")
-    axes[1].legend(loc="best")
-    fig.suptitle(setting_title(results[0], "Training accuracy along epochs: " +
-                               " vs ".join(result_label(r) for r in results)))
+    plot_group_metric(axes[0], results, "train_acc_clean", groups=[hi, lo])
+    axes[0].set_title(f"{hi} vs {lo} training accuracy (clean)")
+    plot_group_metric(axes[1], results, "test_acc", groups=[hi, lo], ylabel="test accuracy (%)")
+    axes[1].set_title(f"{hi} vs {lo} test accuracy")
+    for k, (m, rs) in enumerate(by_method(results).items()):
+        n_ep = min(len(epochs(r)) for r in rs)
+        ys = np.stack([100 * np.asarray(r["history"]["weakened_share"][:n_ep], dtype=float) for r in rs])
+        draw_seeds(axes[2], epochs(rs[0])[:n_ep], ys, METHOD_COLORS.get(m, PALETTE[k]), LINESTYLES[k % len(LINESTYLES)],
+                   f"{method_name(m)} ({seeds_label(rs)})")
+    _epoch_axis(axes[2], results[0])
+    _mark_schedule(axes[2], results[0])
+    axes[2].set_ylim(-3, 103)
+    axes[2].set_ylabel("training examples weakened (%)")
+    axes[2].set_title("share of each epoch's examples MFW weakened")
+    for ax in axes:
+        ax.legend(loc="best", fontsize=7.5)
+    fig.suptitle(setting_title(results[0], "Training and test accuracy along epochs: " +
+                               " vs ".join(method_name(m) for m in by_method(results))).split(", seed")[0])
     return fig
 
 
 def plot_per_class_test_acc(results: list[dict], ax=None, title: str | None = None):
-    """Final (last-epoch) per-class test accuracy, one bar per method and class, group shading behind."""
+    """Final (last-epoch) per-class test accuracy, one bar per method and class (mean over seeds; whiskers:
+    std over seeds, drawn only with several seeds), group shading behind."""
     own = ax is None
+    methods = by_method(results)
     if own:
         C0 = len(results[0]["summary"]["train_counts"])
-        fig, ax = plt.subplots(figsize=(min(16, 4.0 + 0.45 * C0 * len(results) ** 0.5), 4.2), layout="constrained")
+        fig, ax = plt.subplots(figsize=(min(16, 4.0 + 0.45 * C0 * len(methods) ** 0.5), 4.2), layout="constrained")
     else:
         fig = ax.figure
     C = len(results[0]["summary"]["train_counts"])
-    w = 0.8 / len(results)
+    w = 0.8 / len(methods)
     for g, idx in groups_of(results[0]).items():
         ax.axvspan(min(idx) - 0.5, max(idx) + 0.5, color=GROUP_COLORS.get(g), alpha=0.08, lw=0)
         ax.annotate(f"{g}", ((min(idx) + max(idx)) / 2, 1.0), xycoords=("data", "axes fraction"), ha="center",
                     va="bottom", fontsize=8.5, color=GROUP_COLORS.get(g))
-    for k, r in enumerate(results):
-        acc = 100 * np.asarray(r["summary"]["test_acc_per_class"])
-        ax.bar(np.arange(C) - 0.4 + w * (k + 0.5), acc, width=w,
-               color=METHOD_COLORS.get(r["config"]["method"], PALETTE[k]),
-               label=f"{result_label(r)} (mean {100 * r['summary']['test_acc']:.1f}%)")
+    for k, (m, rs) in enumerate(methods.items()):
+        acc = 100 * np.asarray([r["summary"]["test_acc_per_class"] for r in rs], dtype=float)
+        err = acc.std(0, ddof=1) if len(rs) > 1 else None
+        mean_all = np.mean([100 * r["summary"]["test_acc"] for r in rs])
+        ax.bar(np.arange(C) - 0.4 + w * (k + 0.5), acc.mean(0), width=w, yerr=err, capsize=2, error_kw={"lw": 0.8},
+               color=METHOD_COLORS.get(m, PALETTE[k]), label=f"{method_name(m)}: {mean_all:.1f}% ({seeds_label(rs)})")
     _class_ticks(ax, results[0])
     ax.set_xlim(-0.6, C - 0.4)
     ax.set_ylim(0, 105)
     ax.grid(axis="x", visible=False)
     ax.set_ylabel("last-epoch test accuracy (%)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="method (mean over classes)", title_fontsize=8.5)
-    ax.set_title(title or setting_title(results[0], "Per-class test accuracy after the last epoch"), pad=16)
+    many = any(len(rs) > 1 for rs in methods.values())
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="method: mean accuracy" + ("\n(whiskers: std over seeds)" if many else ""),
+              title_fontsize=8.5)
+    ax.set_title(title or setting_title(results[0], "Per-class test accuracy after the last epoch").split(", seed")[0], pad=16)
     return fig
 
 
@@ -482,4 +588,5 @@ __all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "style", "
            "method_name", "benchmark_name", "setting_title", "groups_of", "minority_group", "majority_group",
            "group_curves", "per_class", "epochs", "plot_benchmark_counts", "plot_class_counts", "plot_group_metric",
            "plot_underfit_then_overfit", "plot_feature_gradients", "plot_train_balance", "plot_per_class_test_acc",
-           "plot_quickstart", "plot_error_table", "plot_ablation"]
+           "plot_quickstart", "plot_error_table", "plot_ablation", "by_method", "seed_curves", "draw_seeds",
+           "gradient_ratio", "group_scale", "groups_note", "group_test_acc", "figures_dir", "COMMITTED_PROFILE"]

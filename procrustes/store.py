@@ -24,8 +24,27 @@ def results_dir() -> Path:
     return Path(env) if env else REPO / "results"
 
 
-def run_dir(cfg: RunConfig, root: Path | None = None) -> Path:
-    return Path(root or results_dir()) / cfg.profile / cfg.key()
+def run_key(cfg: RunConfig, data_id: str) -> str:
+    """The name of a run's folder: the config's hash and the first 8 hex of the data's content id, so that
+    the same config trained on other data (another data root, other pixels) is another run, never a cache hit."""
+    return f"{cfg.key()}-{data_id[:8]}"
+
+
+def run_dirs(cfg: RunConfig, root: Path | None = None) -> list[Path]:
+    """Every stored folder of cfg, whatever its data, in sorted order."""
+    base = Path(root or results_dir()) / cfg.profile
+    return sorted(p for p in base.glob(f"{cfg.key()}-*") if p.is_dir()) if base.is_dir() else []
+
+
+def run_dir(cfg: RunConfig, root: Path | None = None, data_id: str | None = None) -> Path:
+    """The folder of cfg trained on the data `data_id`; without data_id, the one folder stored for cfg
+    (LookupError when there is none, or several on different data)."""
+    if data_id is not None:
+        return Path(root or results_dir()) / cfg.profile / run_key(cfg, data_id)
+    dirs = run_dirs(cfg, root)
+    if len(dirs) != 1:
+        raise LookupError(f"{len(dirs)} stored folders for {cfg.label()} [{cfg.key()}]: pass data_id")
+    return dirs[0]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,48 +63,112 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def atomic_torch_save(path: Path, obj) -> None:
+    """torch.save through a temporary file, fsync and rename: a kill never leaves half a checkpoint."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device) -> dict | None:
+    """A checkpoint to resume from, or None. One that cannot be read (truncated, garbage) is reported in one
+    line naming the file, set aside, and the run restarts from scratch instead of failing on every rerun."""
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(ck, dict) or "model" not in ck or "epoch" not in ck:
+            raise ValueError("not a checkpoint of this trainer")
+        return ck
+    except Exception as e:  # torch raises many types for a damaged file
+        kept = set_aside(path)
+        warnings.warn(f"damaged checkpoint {path} ({type(e).__name__}) set aside as {kept.name}; the run restarts",
+                      DamagedResult, stacklevel=2)
+        return None
 
 
 class DamagedResult(UserWarning):
     pass
 
 
-def read_result(cfg: RunConfig, root: Path | None = None) -> dict | None:
-    """The finished result of cfg, or None when there is none or the file is damaged (then a warning)."""
-    path = run_dir(cfg, root) / "result.json"
+def _read(path: Path, cfg: RunConfig, data_id: str | None) -> dict:
+    """A finished result of cfg at path, or ValueError/OSError saying why not."""
+    res = json.loads(path.read_text())
+    if not isinstance(res, dict) or "summary" not in res:
+        raise ValueError("it does not hold a finished result")
+    if res.get("config") != json.loads(json.dumps(cfg.to_dict())):
+        raise ValueError("it holds a result of another configuration")
+    rid = (res.get("data") or {}).get("id", "")
+    if res.get("key") != path.parent.name or not path.parent.name.endswith(f"-{rid[:8]}") or not rid:
+        raise ValueError("its key does not match its folder and data")
+    if data_id is not None and rid != data_id:
+        raise ValueError("it was trained on other data")
+    return res
+
+
+def read_result(cfg: RunConfig, root: Path | None = None, data_id: str | None = None) -> dict | None:
+    """The finished result of cfg (on the data `data_id` when given, else on whatever data it was stored
+    with), or None when there is none; a damaged file is skipped with a DamagedResult warning."""
+    dirs = [run_dir(cfg, root, data_id)] if data_id is not None else run_dirs(cfg, root)
+    found = []
+    for d in dirs:
+        path = d / "result.json"
+        if not path.exists():
+            continue
+        try:
+            found.append(_read(path, cfg, data_id))
+        except (ValueError, OSError) as e:
+            warnings.warn(f"damaged results file {path} skipped ({str(e)[:80]})", DamagedResult, stacklevel=2)
+    if len(found) > 1:
+        warnings.warn(f"{cfg.label()}: {len(found)} results on different data ({', '.join(r['key'] for r in found)}); "
+                      f"using {found[0]['key']}", stacklevel=2)
+    return found[0] if found else None
+
+
+def set_aside(path: Path, tag: str = "damaged") -> Path | None:
+    """Keep a file the store cannot use under a new, never-reused name beside it (never overwrite, never
+    delete: it may be the only copy of something a user made); None when there is no such file."""
+    if not path.exists():
+        return None
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    for i in range(1000):
+        kept = path.with_name(f"{path.stem}.{tag}-{stamp}-{os.getpid()}{f'-{i}' if i else ''}{path.suffix}")
+        try:
+            os.link(path, kept)  # fails if `kept` exists: no set-aside ever replaces another
+        except FileExistsError:
+            continue
+        os.unlink(path)
+        return kept
+    raise OSError(f"could not set {path} aside")
+
+
+def set_aside_damaged(path: Path) -> Path | None:
+    """Before a retrain writes a fresh result.json at `path`, keep an unreadable one aside."""
     if not path.exists():
         return None
     try:
-        res = json.loads(path.read_text())
-        if not isinstance(res, dict) or res.get("key") != cfg.key() or "summary" not in res:
-            raise ValueError("it does not hold a finished result of this configuration")
-        return res
-    except (ValueError, OSError) as e:
-        warnings.warn(f"damaged results file {path} skipped ({str(e)[:80]})", DamagedResult, stacklevel=2)
+        json.loads(path.read_text())["summary"]
         return None
+    except Exception:
+        return set_aside(path)
 
 
-def set_aside_damaged(cfg: RunConfig, root: Path | None = None) -> Path | None:
-    """Before a retrain writes a fresh result, keep the damaged file under a new name (never overwrite it)."""
-    path = run_dir(cfg, root) / "result.json"
-    if path.exists() and read_result_quiet(cfg, root) is None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-        kept = path.with_name(f"result.damaged-{stamp}.json")
-        os.replace(path, kept)
-        return kept
-    return None
-
-
-def read_result_quiet(cfg: RunConfig, root: Path | None = None) -> dict | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DamagedResult)
-        return read_result(cfg, root)
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete our own temporary files (.NAME.PID.tmp) left by a killed process (its pid no longer runs)."""
+    gone = []
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
 
 
 def git_commit() -> str:
@@ -139,7 +222,8 @@ def now_utc() -> str:
 
 
 def collect(configs: list[RunConfig], root: Path | None = None) -> tuple[list[dict], list[RunConfig]]:
-    """(finished results, configs still missing) for a list of runs; damaged files count as missing."""
+    """(finished results, configs still missing) for a list of runs, whatever data each was stored with (its
+    result records the data's content id); damaged files count as missing."""
     done, missing = [], []
     for c in configs:
         r = read_result(c, root)

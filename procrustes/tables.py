@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
-from .plots import benchmark_name, figures_dir, method_name, minority_group
+from .plots import benchmark_name, figures_dir, group_test_acc, method_name, minority_group
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
 
@@ -62,17 +62,22 @@ def reported_error(dataset: str, imbalance: str, ratio: float, method: str, ref:
 # ---------------------------------------------------------------------------------------- our numbers
 
 
+def config_key(result: dict) -> str:
+    """The config part of a result's key (its folder is '<config key>-<data id>')."""
+    return str(result["key"]).split("-")[0]
+
+
 def run_rows(results: list[dict]) -> pd.DataFrame:
-    """One row per finished run: benchmark, method, seed, errors, minority-group accuracy, key."""
+    """One row per finished run: benchmark, method, seed, errors, minority-group accuracy (groups scaled with
+    n_max, see plots.groups_of), config key."""
     rows = []
     for r in results:
         c, s = r["config"], r["summary"]
         low = minority_group(r)
-        acc = s["group_test_acc"].get(low)
         rows.append({"dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
                      "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
                      "top5_error": s.get("top5_error"), "minority_group": low,
-                     "minority_acc": 100 * acc if acc is not None else math.nan, "key": r["key"]})
+                     "minority_acc": 100 * group_test_acc(r, low), "key": config_key(r)})
     return pd.DataFrame(rows, columns=["dataset", "imbalance", "ratio", "method", "seed", "top1_error", "top5_error",
                                        "minority_group", "minority_acc", "key"])
 
@@ -88,7 +93,7 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
     A row whose runs are all missing keeps NaN numbers: the table's shape does not depend on progress."""
     ref = reported()
     runs = run_rows(results)
-    by_key = {r["key"]: r for r in results}
+    by_key = {config_key(r): r for r in results}
     cells: dict[tuple, list[RunConfig]] = {}
     for c in configs:
         cells.setdefault((c.dataset, c.imbalance, float(c.ratio), c.method), []).append(c)
@@ -224,9 +229,11 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, name: str, outdir: str | Path | None = None, note: str | None = None) -> list[Path]:
-    """figures/<name>.csv (the raw numbers) and figures/<name>.md (readable: `pretty`, with `note` above it)."""
-    d = figures_dir(outdir)
+def write_table(df: pd.DataFrame, name: str, outdir: str | Path | None = None, note: str | None = None,
+                profile: str | None = None) -> list[Path]:
+    """figures/<name>.csv (the raw numbers) and figures/<name>.md (readable: `pretty`, with `note` above it);
+    in figures/<profile>/ for a profile that is not the committed one."""
+    d = figures_dir(outdir, profile)
     csv, md = d / f"{name}.csv", d / f"{name}.md"
     df.to_csv(csv, index=False, float_format="%.4g")
     md.write_text((f"{note}\n\n" if note else "") + to_markdown(pretty(df)))
@@ -239,5 +246,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "lookup", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "ablation_table", "lookup", "config_key", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
            "write_table", "shape_line"]

@@ -158,33 +158,38 @@ def balanced_subset(y: np.ndarray, per_class: int | None) -> np.ndarray:
     return np.sort(np.concatenate([np.where(y == c)[0][:per_class] for c in np.unique(y)]))
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became nan or infinite: the run is not stored as a result (its numbers mean nothing)."""
+
+
 def run(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
         stop_after: int | None = None) -> dict | None:
-    """The stored result of cfg if it is finished, else train it (resuming a checkpoint) and store it.
+    """The stored result of cfg on these data if it is finished, else train it (resuming a checkpoint) and
+    store it. The data are loaded first: their content id is part of the run's key.
 
     stop_after: train at most this many epochs in this call and leave a checkpoint (time-sliced jobs);
     returns None when the run is not finished yet."""
     validate(cfg)
-    done = store.read_result(cfg, results)
+    bench = load_benchmark(cfg, data_root)
+    done = store.read_result(cfg, results, bench.data["id"])
     if done is not None:
         return done
-    return train(cfg, device=device, data_root=data_root, results=results, progress=progress, stop_after=stop_after)
+    return train(cfg, device=device, data_root=data_root, results=results, progress=progress, stop_after=stop_after,
+                 bench=bench)
 
 
 def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
-          stop_after: int | None = None) -> dict | None:
+          stop_after: int | None = None, bench=None) -> dict | None:
+    """Train cfg (resuming its checkpoint when there is one) and store its result; `bench`: the loaded data."""
     from tqdm.auto import tqdm
 
     validate(cfg)
     dev = resolve_device(device)
     bf16 = use_bf16(cfg.precision, dev)
-    out = store.run_dir(cfg, results)
+    bench = bench if bench is not None else load_benchmark(cfg, data_root)
+    out = store.run_dir(cfg, results, bench.data["id"])
     ckpt_path = out / "checkpoint.pt"
-    bench = load_benchmark(cfg, data_root)
-    if ckpt_path.exists():  # a checkpoint of other data (same config, another data root) is not resumed
-        ck_data = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("data")
-        if ck_data is not None and ck_data.get("id") != bench.data["id"]:
-            raise ValueError(f"{ckpt_path} was trained on other data ({ck_data}) than {bench.data}")
+    store.remove_stale_temps(out)
     counts, C, spec = bench.counts, len(bench.counts), bench.spec
     warm, miles, factors, drw_epoch = cfg.schedule()
 
@@ -209,8 +214,8 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
                                                 "train_acc_clean", "pred_major_share_clean")}
     # the commit is read when the code is loaded, not when the run ends: the checkout may move meanwhile
     start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [store.git_commit()]
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    ck = store.load_checkpoint(ckpt_path, dev)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"].cpu())
@@ -255,6 +260,9 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
         cc, ct, _, cm = evaluate(model, train_x[clean_idx], train_y[clean_idx], C, spec.mean, spec.std, bf16, is_major=is_major)
         history["train_acc_clean"].append((cc / ct.clamp(min=1)).tolist())
         history["pred_major_share_clean"].append((cm / ct.clamp(min=1)).tolist())
+        if not math.isfinite(history["train_loss"][-1]):
+            raise TrainingDiverged(f"{cfg.label()} diverged at epoch {epoch + 1} (training loss "
+                                   f"{history['train_loss'][-1]}): lower lr ({cfg.lr:g}) or check the loss settings")
         epoch_s = time.perf_counter() - t0
         history["seconds"].append(round(epoch_s, 3))
         wall += epoch_s
@@ -274,7 +282,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     per_class = (tc / tt.clamp(min=1)).cpu().numpy()
     groups = class_groups(counts, cfg.imbalance)
     result = {
-        "key": cfg.key(),
+        "key": store.run_key(cfg, bench.data["id"]),
         "config": cfg.to_dict(),
         "summary": {
             "test_acc": float(tc.sum() / tt.sum()),
@@ -294,8 +302,10 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
         "data": bench.data,
         "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), "bf16" if bf16 else "fp32", commits),
     }
-    store.set_aside_damaged(cfg, results)
+    # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
+    # weights, or the last checkpoint (at the final epoch), from which a rerun writes both
+    store.atomic_torch_save(out / "model.pt", model.state_dict())
+    store.set_aside_damaged(out / "result.json")
     store.atomic_write_json(out / "result.json", result)
-    torch.save(model.state_dict(), out / "model.pt")
     ckpt_path.unlink(missing_ok=True)
     return result

@@ -43,11 +43,11 @@ def test_any_field_change_changes_key(name):
 
 
 def test_profile_is_part_of_the_key():
-    assert make_config("smoke").key() != make_config("quick").key() != make_config("paper").key()
+    assert make_config("smoke").key() != make_config("cpu").key() != make_config("paper").key()
 
 
 def test_dict_round_trip_through_json():
-    cfg = make_config("quick", method="mfw+drw", lr_milestones=(12, 15), lr_factors=(0.1, 0.01),
+    cfg = make_config("cpu", method="mfw+drw", lr_milestones=(12, 15), lr_factors=(0.1, 0.01),
                       mfw_random_points=("stem", "stage2"), max_per_class=300)
     d = json.loads(json.dumps(cfg.to_dict()))
     back = RunConfig.from_dict(d)

@@ -7,7 +7,7 @@ from procrustes import experiments as ex
 from procrustes.config import validate
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_all_runs_valid_and_unique(profile):
     runs = ex.all_runs(profile)
     assert len({c.key() for c in runs}) == len(runs)
@@ -17,9 +17,28 @@ def test_all_runs_valid_and_unique(profile):
 
 
 def test_dynamics_runs():
-    runs = ex.dynamics_runs("paper")
+    runs = ex.dynamics_runs("paper", seeds=(0,))
     assert [(c.dataset, c.imbalance, c.ratio, c.method) for c in runs] == [
         ("cifar10", "step", 100, "erm"), ("cifar10", "step", 100, "mfw")]
+    assert [(c.method, c.seed) for c in ex.dynamics_runs("cpu")] == [(m, s) for s in (0, 1, 2) for m in ("erm", "mfw")]
+    assert {c.imbalance for c in ex.dynamics_runs("cpu", imbalance="exp")} == {"exp"}
+
+
+def test_cpu_profile_is_the_evidence_regime():
+    c = ex.dynamics_runs("cpu")[0]
+    assert (c.max_per_class, c.epochs, c.schedule()) == (2000, 80, (2.0, (64, 72), (0.01, 1e-4), 64))
+
+
+def test_cpu_training_order_follows_issue_10():
+    """Rows a-e: step-100 ERM/MFW over seeds, exp-100 ERM/MFW, LDAM-DRW pairs, ablations (seed 0), rho=10."""
+    runs = ex.all_runs("cpu")
+    labels = [(c.imbalance, c.ratio, c.method, c.seed) for c in runs[:12]]
+    assert labels[:6] == [("step", 100, m, s) for s in (0, 1, 2) for m in ("erm", "mfw")]
+    assert labels[6:12] == [("exp", 100, m, s) for s in (0, 1, 2) for m in ("erm", "mfw")]
+    rows = [ex.priority(c)[0] for c in runs]
+    assert rows == sorted(rows)
+    assert {c.seed for c in runs if ex.priority(c)[0] == 3} == {0}  # ablations: seed 0
+    assert all(c.imbalance == "step" for c in runs if ex.priority(c)[0] == 3)
 
 
 def test_paper_table_grid():
@@ -39,10 +58,15 @@ def test_tiny_runs_outside_paper_are_the_slice():
 def test_ablations_cover_every_reconstructed_choice():
     groups = {v.group for v in ex.ablation_variants("paper")}
     assert groups == {"mixing point", "selection rule", "law of lam", "when active", "relatives"}
-    assert len(ex.ablation_variants("quick")) < len(ex.ablation_variants("paper"))
+    assert len(ex.ablation_variants("cpu")) < len(ex.ablation_variants("paper"))
+    cpu = {(v.group, v.label) for v in ex.ablation_variants("cpu")}
+    for point in ("input", "stem", "stage1", "stage2", "stage3"):
+        assert ("mixing point", point) in cpu
+    for rel in ("mixup", "manifold mixup", "Remix"):
+        assert ("relatives", rel) in cpu
 
 
 def test_only_filters_notebooks():
     only = ex.all_runs("smoke", ["02"])
-    assert [c.method for c in only] == ["erm"]
+    assert [c.method for c in only] == ["erm"] * len(ex.SEEDS["smoke"])
     assert set(c.key() for c in only) <= set(c.key() for c in ex.all_runs("smoke"))

@@ -11,8 +11,16 @@ from procrustes.config import make_config
 from procrustes.store import DamagedResult
 
 
-def _finished(cfg):
-    return {"key": cfg.key(), "config": cfg.to_dict(), "summary": {"test_acc": 0.5}}
+DATA = "0123456789abcdef"
+
+
+def _finished(cfg, data=DATA):
+    return {"key": store.run_key(cfg, data), "config": cfg.to_dict(), "data": {"id": data, "root": "default"},
+            "summary": {"test_acc": 0.5}}
+
+
+def _dir(cfg, root, data=DATA):
+    return store.run_dir(cfg, root, data)
 
 
 def test_atomic_write_json_leaves_no_temp_file(tmp_path):
@@ -33,61 +41,123 @@ def test_atomic_torch_save_leaves_no_temp_file(tmp_path):
 
 def test_run_dir_layout(tmp_path, monkeypatch):
     cfg = make_config("smoke")
-    assert store.run_dir(cfg, tmp_path) == tmp_path / "smoke" / cfg.key()
+    assert store.run_dir(cfg, tmp_path, DATA) == tmp_path / "smoke" / f"{cfg.key()}-{DATA[:8]}"
     monkeypatch.setenv("PROCRUSTES_RESULTS", str(tmp_path / "env"))
     assert store.results_dir() == tmp_path / "env"
-    assert store.run_dir(cfg) == tmp_path / "env" / "smoke" / cfg.key()
+    assert store.run_dir(cfg, data_id=DATA) == tmp_path / "env" / "smoke" / f"{cfg.key()}-{DATA[:8]}"
+    with pytest.raises(LookupError):
+        store.run_dir(cfg)  # no data id and nothing stored
+    (tmp_path / "env" / "smoke" / f"{cfg.key()}-{DATA[:8]}").mkdir(parents=True)
+    assert store.run_dir(cfg) == tmp_path / "env" / "smoke" / f"{cfg.key()}-{DATA[:8]}"
 
 
 def test_read_result(tmp_path):
     cfg = make_config("smoke")
     assert store.read_result(cfg, tmp_path) is None  # nothing there: no warning either
-    store.atomic_write_json(store.run_dir(cfg, tmp_path) / "result.json", _finished(cfg))
+    store.atomic_write_json(_dir(cfg, tmp_path) / "result.json", _finished(cfg))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert store.read_result(cfg, tmp_path)["summary"] == {"test_acc": 0.5}
+        assert store.read_result(cfg, tmp_path, DATA)["summary"] == {"test_acc": 0.5}
+
+
+def test_same_config_on_other_data_is_another_run(tmp_path):
+    """B1: the key covers the data: a result on data A is not the result on data B."""
+    cfg = make_config("smoke")
+    store.atomic_write_json(_dir(cfg, tmp_path) / "result.json", _finished(cfg))
+    other = "fedcba9876543210"
+    assert store.read_result(cfg, tmp_path, other) is None
+    assert store.run_dir(cfg, tmp_path, other) != store.run_dir(cfg, tmp_path, DATA)
+    store.atomic_write_json(_dir(cfg, tmp_path, other) / "result.json", _finished(cfg, other))
+    assert store.read_result(cfg, tmp_path, other)["data"]["id"] == other
+    assert store.read_result(cfg, tmp_path, DATA)["data"]["id"] == DATA
 
 
 @pytest.mark.parametrize("content", ['{"key": "abc", "summ', "", "null", "[1, 2]", '{"key": "WRONGKEY", "summary": {}}',
-                                     '{"key": "%KEY%"}', b"\xff\xfe\x00garbage"],
-                         ids=["truncated", "empty", "null", "list", "other-key", "unfinished", "binary"])
+                                     '{"key": "%KEY%"}', b"\xff\xfe\x00garbage", "%OTHERCONFIG%"],
+                         ids=["truncated", "empty", "null", "list", "other-key", "unfinished", "binary", "other-config"])
 def test_damaged_result_warns_and_returns_none(tmp_path, content):
     cfg = make_config("smoke")
-    path = store.run_dir(cfg, tmp_path) / "result.json"
+    path = _dir(cfg, tmp_path) / "result.json"
     path.parent.mkdir(parents=True)
     if isinstance(content, bytes):
         path.write_bytes(content)
+    elif content == "%OTHERCONFIG%":
+        res = _finished(cfg)
+        res["config"]["lr"] = 0.2
+        path.write_text(json.dumps(res))
     else:
-        path.write_text(content.replace("%KEY%", cfg.key()))
+        path.write_text(content.replace("%KEY%", store.run_key(cfg, DATA)))
     with pytest.warns(DamagedResult, match="damaged"):
         assert store.read_result(cfg, tmp_path) is None
-    assert store.read_result_quiet(cfg, tmp_path) is None
 
 
 def test_set_aside_damaged_keeps_the_file(tmp_path):
     cfg = make_config("smoke")
-    path = store.run_dir(cfg, tmp_path) / "result.json"
+    path = _dir(cfg, tmp_path) / "result.json"
     path.parent.mkdir(parents=True)
     path.write_text("{ half a file")
-    kept = store.set_aside_damaged(cfg, tmp_path)
+    kept = store.set_aside_damaged(path)
     assert kept is not None and kept.parent == path.parent and kept.name.startswith("result.damaged-")
     assert kept.read_text() == "{ half a file"
     assert not path.exists()
     # a good result is never moved
     store.atomic_write_json(path, _finished(cfg))
-    assert store.set_aside_damaged(cfg, tmp_path) is None
+    assert store.set_aside_damaged(path) is None
     assert path.exists() and kept.read_text() == "{ half a file"
+
+
+def test_set_asides_in_the_same_second_never_overwrite_each_other(tmp_path):
+    """B8: two set-asides at once (same second, same process) keep both files."""
+    path = tmp_path / "result.json"
+    kept = []
+    for i in range(5):
+        path.write_text(f"damaged {i}")
+        kept.append(store.set_aside(path))
+    assert len({k.name for k in kept}) == 5
+    assert sorted(k.read_text() for k in kept) == [f"damaged {i}" for i in range(5)]
+
+
+def test_damaged_checkpoint_is_set_aside(tmp_path):
+    """B7: a truncated or garbage checkpoint is reported in one line naming it, set aside, and not loaded."""
+    import torch
+
+    ck = tmp_path / "checkpoint.pt"
+    store.atomic_torch_save(ck, {"model": {}, "epoch": 1})
+    good = ck.read_bytes()
+    for bad in (good[: len(good) // 2], b"garbage", b""):
+        ck.write_bytes(bad)
+        with pytest.warns(DamagedResult, match=str(ck)):
+            assert store.load_checkpoint(ck, "cpu") is None
+        assert not ck.exists()
+    assert len(list(tmp_path.glob("checkpoint.damaged-*.pt"))) == 3
+    store.atomic_torch_save(ck, {"model": {"w": torch.ones(1)}, "epoch": 2})
+    assert store.load_checkpoint(ck, "cpu")["epoch"] == 2
+
+
+def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    dead = proc.pid  # a process that has exited (and been reaped): its pid runs nothing now
+    stale = tmp_path / f".checkpoint.pt.{dead}.tmp"
+    mine = tmp_path / f".checkpoint.pt.{__import__('os').getpid()}.tmp"
+    stale.write_text("x")
+    mine.write_text("x")
+    assert store.remove_stale_temps(tmp_path) == [stale]
+    assert mine.exists() and not stale.exists()
 
 
 def test_collect_lists_missing(tmp_path):
     a, b, c = (make_config("smoke", seed=s) for s in (0, 1, 2))
-    store.atomic_write_json(store.run_dir(a, tmp_path) / "result.json", _finished(a))
-    damaged = store.run_dir(c, tmp_path) / "result.json"
+    store.atomic_write_json(_dir(a, tmp_path) / "result.json", _finished(a))
+    damaged = _dir(c, tmp_path) / "result.json"
     damaged.parent.mkdir(parents=True)
     damaged.write_text("not json")
     with pytest.warns(DamagedResult):
         done, missing = store.collect([a, b, c], tmp_path)
-    assert [r["key"] for r in done] == [a.key()]
+    assert [r["key"] for r in done] == [store.run_key(a, DATA)]
     assert missing == [b, c]
     assert damaged.read_text() == "not json"  # reading never touches it
 

@@ -17,7 +17,7 @@ from procrustes.store import DamagedResult
 from procrustes.train import lr_at, run
 
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "feature_grad", "pred_major_share", "weakened_share",
-                "test_acc", "test_top1", "seconds")
+                "test_acc", "test_top1", "seconds", "train_acc_clean", "pred_major_share_clean")
 # `procrustes.train` is the function (the package re-exports it), so reach the module through importlib
 trainer = importlib.import_module("procrustes.train")
 PROVENANCE_KEYS = ("git_commit", "torch", "device_name", "started_utc", "wall_s", "train_images_per_s")
@@ -32,6 +32,13 @@ def cfg():
 
 
 @pytest.fixture(scope="module")
+def data_id(cifar10_root, cfg):
+    from procrustes.data import load_benchmark
+
+    return load_benchmark(cfg).data["id"]
+
+
+@pytest.fixture(scope="module")
 def straight(cifar10_root, cfg, tmp_path_factory):
     """The uninterrupted run."""
     root = tmp_path_factory.mktemp("straight")
@@ -39,10 +46,10 @@ def straight(cifar10_root, cfg, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def resumed(cifar10_root, cfg, tmp_path_factory):
+def resumed(cifar10_root, cfg, data_id, tmp_path_factory):
     """The same run stopped after one epoch, given a damaged result.json, then run again to the end."""
     root = tmp_path_factory.mktemp("resumed")
-    d = store.run_dir(cfg, root)
+    d = store.run_dir(cfg, root, data_id)
     out = {"first": run(cfg, results=root, device="cpu", progress=False, stop_after=1)}
     out["files_after_stop"] = sorted(p.name for p in d.iterdir())
     out["checkpoint_epoch"] = torch.load(d / "checkpoint.pt", weights_only=False)["epoch"]
@@ -65,11 +72,11 @@ def test_stop_after_leaves_a_checkpoint(resumed):
 def test_resume_gives_the_uninterrupted_result(cfg, straight, resumed):
     a, b = straight[1], resumed["result"]
     for k in ("test_acc", "train_acc", "train_loss", "test_top1", "feature_grad", "weakened_share", "lr",
-              "pred_major_share", "epoch"):
+              "pred_major_share", "epoch", "train_acc_clean", "pred_major_share_clean"):
         assert a["history"][k] == b["history"][k], k
     assert a["summary"]["test_acc"] == b["summary"]["test_acc"]
     assert a["summary"]["test_acc_per_class"] == b["summary"]["test_acc_per_class"]
-    wa = torch.load(store.run_dir(cfg, straight[0]) / "model.pt")
+    wa = torch.load(store.run_dir(cfg, straight[0], a["data"]["id"]) / "model.pt")
     wb = torch.load(resumed["dir"] / "model.pt")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -110,12 +117,12 @@ def test_cli_train_reads_back_the_same_run(cfg, straight, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     err = straight[1]["summary"]["test_error"]
-    assert f"test top-1 error {err:.2f}%" in out and cfg.key() in out
+    assert f"test top-1 error {err:.2f}%" in out and straight[1]["key"] in out
 
 
 def test_result_contents(cfg, straight):
     root, res = straight
-    assert res["key"] == cfg.key() and res["config"] == cfg.to_dict()
+    assert res["key"] == f"{cfg.key()}-{res['data']['id'][:8]}" and res["config"] == cfg.to_dict()
     for k in PROVENANCE_KEYS:
         assert k in res["provenance"], k
     assert res["provenance"]["wall_s"] > 0 and res["provenance"]["train_images_per_s"] > 0
@@ -137,6 +144,77 @@ def test_result_contents(cfg, straight):
     assert h["weakened_share"] == [pytest.approx(200 / 220)] * 2
     assert all(len(a) == 10 for a in h["train_acc"] + h["feature_grad"] + h["test_acc"])
     assert json.loads((store.run_dir(cfg, root) / "result.json").read_text()) == res
+    # clean training accuracy: every image of the 4-image minor classes, 20 (clean_per_class) of each major
+    assert all(0 <= a <= 1 and a * 4 == round(a * 4) for accs in h["train_acc_clean"] for a in accs[5:])
+    assert all(a * 20 == pytest.approx(round(a * 20)) for accs in h["train_acc_clean"] for a in accs[:5])
+
+
+def test_a_killed_finish_is_completed_by_a_rerun(cfg, straight, tmp_path, monkeypatch):
+    """B6: weights are written before the result; a kill between the two leaves the final checkpoint, from which
+    a rerun writes both without training again."""
+    real = store.atomic_write_json
+
+    def killed(path, obj):
+        if path.name == "result.json":
+            raise KeyboardInterrupt("killed")
+        real(path, obj)
+
+    monkeypatch.setattr(store, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, results=tmp_path, device="cpu", progress=False)
+    d = store.run_dir(cfg, tmp_path)
+    assert (d / "model.pt").exists() and (d / "checkpoint.pt").exists() and not (d / "result.json").exists()
+    monkeypatch.setattr(store, "atomic_write_json", real)
+    monkeypatch.setattr(trainer.TrainStep, "__call__", lambda *a, **k: pytest.fail("trained again"))
+    res = run(cfg, results=tmp_path, device="cpu", progress=False)
+    assert res["summary"]["test_acc_per_class"] == straight[1]["summary"]["test_acc_per_class"]
+    assert (d / "result.json").exists() and not (d / "checkpoint.pt").exists()
+
+
+def test_a_damaged_checkpoint_restarts_the_run(cfg, straight, data_id, tmp_path):
+    """B7: garbage in checkpoint.pt is reported, set aside, and the run trains from scratch to the same result."""
+    d = store.run_dir(cfg, tmp_path, data_id)
+    d.mkdir(parents=True)
+    (d / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (d / ".checkpoint.pt.999999999.tmp").write_bytes(b"left by a killed process")
+    with pytest.warns(DamagedResult, match="checkpoint.pt"):
+        res = run(cfg, results=tmp_path, device="cpu", progress=False)
+    assert res["history"]["train_loss"] == straight[1]["history"]["train_loss"]
+    assert len(list(d.glob("checkpoint.damaged-*.pt"))) == 1 and not list(d.glob(".*.tmp"))
+
+
+def test_diverged_run_is_not_stored(cifar10_root, tmp_path):
+    """B4: a run whose loss becomes nan or inf stops with TrainingDiverged and stores no result."""
+    bad = make_config("smoke", dataset="cifar10", imbalance="step", ratio=10, epochs=2, max_per_class=40, lr=1e6,
+                      batch_size=64, eval_per_class=5, test_per_class=5)
+    with pytest.raises(trainer.TrainingDiverged, match="diverged at epoch"):
+        run(bad, results=tmp_path, device="cpu", progress=False)
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_other_data_under_the_same_config_trains_again(tmp_path, monkeypatch):
+    """B1: the same config on another data root is another run (its own folder and result), not a cache hit."""
+    from PIL import Image
+
+    import numpy as np
+
+    monkeypatch.setenv("PROCRUSTES_DATA", str(tmp_path / "data"))
+    roots = []
+    for k in range(2):
+        root = tmp_path / f"ds{k}"
+        rng = np.random.default_rng(k)
+        for split, n in (("train", 6), ("test", 2)):
+            for c in ("a", "b"):
+                (root / split / c).mkdir(parents=True)
+                for i in range(n):
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+        roots.append(root)
+    cfg = make_config("smoke", dataset="imagefolder", imbalance="none", epochs=1, batch_size=4)
+    r0 = run(cfg, data_root=roots[0], results=tmp_path / "res", device="cpu", progress=False)
+    r1 = run(cfg, data_root=roots[1], results=tmp_path / "res", device="cpu", progress=False)
+    assert r0["data"]["id"] != r1["data"]["id"] and r0["key"] != r1["key"]
+    assert len(store.run_dirs(cfg, tmp_path / "res")) == 2
+    assert run(cfg, data_root=roots[0], results=tmp_path / "res", device="cpu", progress=False) == r0
 
 
 def test_lr_schedule():
@@ -174,4 +252,4 @@ def test_tiny_imagenet_slice_trains(tiny_root, tmp_path, monkeypatch):
     assert s["test_images"] == 200 and len(s["classes"]) == 200 and s["classes"][0].startswith("n")
     assert len(res["history"]["test_top1"]) == 1 and 0 <= s["test_acc"] <= 1
     assert s["schedule"]["lr_milestones"] == [1]  # 0.75 of one epoch, rounded
-    assert (tmp_path / "results" / "smoke" / cfg.key() / "model.pt").exists()
+    assert (store.run_dir(cfg, tmp_path / "results") / "model.pt").exists()

@@ -1,0 +1,308 @@
+"""Verdicts on the paper's claims, computed from the stored runs by rules fixed before the data were seen,
+and `figures/claims.md`, the one place that lists them (the README links to it and repeats no number).
+
+The rules, stated once here and printed by the notebooks before their numbers:
+
+- NOISE_RULE (a difference between two methods, or a ratio against 1): it counts only when the mean over
+  seeds exceeds twice the standard deviation over seeds (sample std, ddof 1, of the larger-spread side) and
+  every seed agrees in sign. With one seed there is no verdict.
+- Threshold rules (a property of single runs, such as "minor classes under-fit first"): they count only when
+  every seed meets the threshold, and there are at least two seeds. With one seed there is no verdict.
+
+Each rule is a function of per-seed numbers; the notebooks compute those numbers from `result.json` files
+(claim-specific metrics live in `claim_metrics`) and call `record` to update `claims.md`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+NOISE_RULE = ("a difference counts only when |mean over seeds| exceeds twice the standard deviation over seeds "
+              "(sample std of the more variable side) and every seed agrees in sign; with one seed: no verdict")
+THRESHOLD_RULE = "a threshold counts only when every seed meets it (at least two seeds); with one seed: no verdict"
+MIN_SEEDS = 2
+
+SHOWN, NOT_SHOWN, ONE_SEED, MISSING = "SHOWN", "NOT SHOWN", "one seed: no verdict", "no verdict: runs missing"
+
+
+@dataclass
+class Verdict:
+    """One claim's verdict, with the per-seed numbers behind it."""
+
+    claim: str  # a stable id, e.g. "1 under-fit first"; claims.md is sorted by it
+    statement: str  # what is tested, in words
+    rule: str  # the rule, as stated before the data
+    verdict: str  # SHOWN, NOT SHOWN, one seed: no verdict, no verdict: runs missing
+    numbers: str  # mean +- std over seeds and the per-seed values
+    seeds: list[int] = field(default_factory=list)
+    source: str = ""  # the notebook that computed it
+    profile: str = ""
+
+    def line(self) -> str:
+        return f"{self.claim}: {self.verdict}. {self.numbers}"
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; nan for a single value)."""
+    v = np.asarray(list(values), dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+
+
+def fmt(values: dict[int, float], unit: str = "", digits: int = 1) -> str:
+    """'12.3 +- 0.4{unit} (seeds 0, 1, 2: 12.1, 12.8, 12.0)'; one seed: '12.3{unit} (seed 0)'."""
+    seeds = sorted(values)
+    m, s = mean_sd(values[k] for k in seeds)
+    each = ", ".join(f"{values[k]:.{digits}f}" for k in seeds)
+    if len(seeds) == 1:
+        return f"{m:.{digits}f}{unit} (seed {seeds[0]})"
+    return f"{m:.{digits}f} +- {s:.{digits}f}{unit} (seeds {', '.join(map(str, seeds))}: {each})"
+
+
+def noise_test(diffs: dict[int, float], spreads: list[dict[int, float]] | None = None) -> tuple[str, int]:
+    """NOISE_RULE on per-seed differences (or log-ratios). Returns (verdict word, sign): SHOWN with the sign
+    of the mean when it counts, NOT_SHOWN with sign 0 when it does not, ONE_SEED below MIN_SEEDS seeds.
+    spreads: the per-seed values of each side; the larger of their stds is the noise (default: the diffs')."""
+    if len(diffs) < MIN_SEEDS:
+        return ONE_SEED, 0
+    d = np.asarray([diffs[k] for k in sorted(diffs)], dtype=float)
+    sds = [mean_sd(s.values())[1] for s in spreads] if spreads else [mean_sd(d)[1]]
+    noise = max(sds)
+    same_sign = bool(np.all(d > 0) or np.all(d < 0))
+    if same_sign and abs(d.mean()) > 2 * noise:
+        return SHOWN, int(np.sign(d.mean()))
+    return NOT_SHOWN, 0
+
+
+def threshold_test(passes: dict[int, bool]) -> str:
+    """THRESHOLD_RULE: SHOWN when every seed passes (at least MIN_SEEDS of them), ONE_SEED with fewer seeds."""
+    if len(passes) < MIN_SEEDS:
+        return ONE_SEED
+    return SHOWN if all(passes.values()) else NOT_SHOWN
+
+
+def compare(claim: str, statement: str, a: dict[int, float], b: dict[int, float], name_a: str, name_b: str,
+            expect: int, unit: str = "", digits: int = 1, **meta) -> Verdict:
+    """The verdict on 'b differs from a in direction `expect` (+1: b larger, -1: b smaller)', seeds paired by
+    number (only seeds present on both sides count)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return Verdict(claim, statement, NOISE_RULE, MISSING, f"{name_a}: {len(a)} seeds, {name_b}: {len(b)} seeds", [], **meta)
+    a, b = {k: a[k] for k in seeds}, {k: b[k] for k in seeds}
+    word, sign = noise_test({k: b[k] - a[k] for k in seeds}, [a, b])
+    verdict = word if word == ONE_SEED else (SHOWN if word == SHOWN and sign == expect else NOT_SHOWN)
+    diff = {k: b[k] - a[k] for k in seeds}
+    numbers = f"{name_a} {fmt(a, unit, digits)}; {name_b} {fmt(b, unit, digits)}; difference {fmt(diff, unit, digits)}"
+    return Verdict(claim, statement, NOISE_RULE, verdict, numbers, seeds, **meta)
+
+
+def by_seed(results: list[dict], method: str) -> dict[int, dict]:
+    """{seed: result} of one method (first result per seed)."""
+    out: dict[int, dict] = {}
+    for r in results:
+        if r["config"]["method"] == method:
+            out.setdefault(int(r["config"]["seed"]), r)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- claims.md
+
+
+def claims_path(figures: Path) -> Path:
+    return Path(figures) / "claims.json"
+
+
+def record(verdicts: list[Verdict], figures: Path, source: str) -> Path:
+    """Replace the verdicts of `source` (a notebook name) in figures/claims.json and rewrite claims.md from it:
+    sorted, no dates, so regenerating from the same results leaves both files unchanged."""
+    path = claims_path(figures)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[source] = [asdict(v) | {"source": source} for v in verdicts]
+    text = json.dumps(dict(sorted(data.items())), indent=1, sort_keys=True) + "\n"
+    _write(path, text)
+    _write(Path(figures) / "claims.md", render(data))
+    return Path(figures) / "claims.md"
+
+
+def render(data: dict[str, list[dict]]) -> str:
+    rows = sorted((v for vs in data.values() for v in vs), key=lambda v: (v["claim"], v["source"]))
+    out = ["# The paper's claims, as our runs show them", "",
+           "Written by the notebooks (`make figures`) from the committed results; do not edit by hand. Each verdict",
+           "comes from a rule fixed before the data:", "",
+           f"- differences: {NOISE_RULE};", f"- thresholds: {THRESHOLD_RULE}.", "",
+           "| claim | verdict | what was tested | numbers (mean +- std over seeds, then each seed) | notebook | profile |",
+           "|---|---|---|---|---|---|"]
+    for v in rows:
+        cells = [v["claim"], f"**{v['verdict']}**", v["statement"], v["numbers"], v["source"], v["profile"]]
+        out.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    from .store import atomic_write_text
+
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(path, text)
+
+
+# ---------------------------------------------------------------------------------------- the claims' rules
+# Each constant is part of a rule fixed before the data (issue 10); change it and say so where it is used.
+EARLY_FRACTION = 0.2  # "early training epochs": the first fifth of the epochs
+UNDERFIT_MAX_MINOR = 5.0  # claim 1: minority-group clean training accuracy (%) below this in every early epoch
+UNDERFIT_MIN_TO_MAJOR = 50.0  # claim 1: and more than this share (%) of its training images predicted as major
+OVERFIT_MIN_TRAIN = 30.0  # claim 3: at the last epoch, minority clean training accuracy (%) at least this
+OVERFIT_MIN_GAP = 20.0  # claim 3: and above the minority test accuracy by at least this many points
+
+RULES = {
+    "1": (f"ERM, every seed: in each of the first {EARLY_FRACTION:.0%} of the epochs the minority group's clean training "
+          f"accuracy is below {UNDERFIT_MAX_MINOR:g}%, and over those epochs more than {UNDERFIT_MIN_TO_MAJOR:g}% of its "
+          f"clean training images are predicted as a major class. " + THRESHOLD_RULE),
+    "3": (f"ERM, every seed: at the last epoch the minority group's clean training accuracy is at least "
+          f"{OVERFIT_MIN_TRAIN:g}% and exceeds its test accuracy by at least {OVERFIT_MIN_GAP:g} points. " + THRESHOLD_RULE),
+    "2": ("ERM: the minority/majority ratio of the per-example feature-gradient norm, averaged over the epochs, "
+          "is above 1. " + NOISE_RULE + " (on ratio - 1)"),
+    "5g": ("MFW against ERM, seeds paired: |log| of the feature-gradient ratio (averaged over the epochs) is "
+           "smaller with MFW (closer to balanced). " + NOISE_RULE),
+    "5a": ("MFW against ERM, seeds paired: the minority group's clean training accuracy, averaged over the "
+           "epochs, is higher with MFW (a smaller gap because the major classes slow down does not count). " + NOISE_RULE),
+    "4t": ("MFW against ERM, seeds paired: the minority group's last-epoch test accuracy is higher with MFW. " + NOISE_RULE),
+}
+
+
+def _plots():
+    from . import plots
+
+    return plots
+
+
+def early_epochs(result: dict) -> int:
+    return max(1, int(math.ceil(EARLY_FRACTION * len(result["history"]["epoch"]))))
+
+
+def underfit_numbers(r: dict) -> dict:
+    """Claim 1's numbers for one run: max minority clean training accuracy over the early epochs, the mean
+    share of its clean training images predicted as major there, and the majority's accuracy there."""
+    p = _plots()
+    k = early_epochs(r)
+    lo, hi = p.minority_group(r), p.majority_group(r)
+    tr, share = p.group_curves(r, "train_acc_clean"), p.group_curves(r, "pred_major_share_clean")
+    return {"epochs": k, "minor_max": float(tr[lo][:k].max()), "major_mean": float(tr[hi][:k].mean()),
+            "to_major": float(share[lo][:k].mean())}
+
+
+def overfit_numbers(r: dict) -> dict:
+    p = _plots()
+    lo = p.minority_group(r)
+    train = float(p.group_curves(r, "train_acc_clean")[lo][-1])
+    test = 100 * p.group_test_acc(r, lo)
+    return {"train": train, "test": test, "gap": train - test}
+
+
+def grad_ratio_mean(r: dict) -> float:
+    """Minority/majority feature-gradient ratio, averaged over the epochs."""
+    return float(np.mean(_plots().gradient_ratio(r)))
+
+
+def minor_clean_mean(r: dict) -> float:
+    p = _plots()
+    return float(p.group_curves(r, "train_acc_clean")[p.minority_group(r)].mean())
+
+
+def major_clean_mean(r: dict) -> float:
+    p = _plots()
+    return float(p.group_curves(r, "train_acc_clean")[p.majority_group(r)].mean())
+
+
+def minor_test(r: dict) -> float:
+    p = _plots()
+    return 100 * p.group_test_acc(r, p.minority_group(r))
+
+
+def verdict_underfit(results: list[dict], **meta) -> Verdict:
+    runs = by_seed(results, "erm")
+    st = "ERM under-fits the minority classes first, predicting most of their training images as major classes"
+    if not runs:
+        return Verdict("1 under-fit first", st, RULES["1"], MISSING, "no ERM run", [], **meta)
+    nums = {s: underfit_numbers(r) for s, r in runs.items()}
+    passes = {s: n["minor_max"] < UNDERFIT_MAX_MINOR and n["to_major"] > UNDERFIT_MIN_TO_MAJOR for s, n in nums.items()}
+    k = next(iter(nums.values()))["epochs"]
+    text = (f"first {k} epochs: minority clean training accuracy at most {fmt({s: n['minor_max'] for s, n in nums.items()}, '%')}; "
+            f"majority {fmt({s: n['major_mean'] for s, n in nums.items()}, '%')} on average; minority images predicted "
+            f"as major {fmt({s: n['to_major'] for s, n in nums.items()}, '%')}; seeds passing: "
+            f"{sum(passes.values())}/{len(passes)}")
+    return Verdict("1 under-fit first", st, RULES["1"], threshold_test(passes), text, sorted(runs), **meta)
+
+
+def verdict_overfit(results: list[dict], **meta) -> Verdict:
+    runs = by_seed(results, "erm")
+    st = "ERM then over-fits the minority classes: fitted on the training set, not on the test set"
+    if not runs:
+        return Verdict("3 then over-fit", st, RULES["3"], MISSING, "no ERM run", [], **meta)
+    nums = {s: overfit_numbers(r) for s, r in runs.items()}
+    passes = {s: n["train"] >= OVERFIT_MIN_TRAIN and n["gap"] >= OVERFIT_MIN_GAP for s, n in nums.items()}
+    text = (f"last epoch, minority classes: clean training accuracy {fmt({s: n['train'] for s, n in nums.items()}, '%')}; "
+            f"test accuracy {fmt({s: n['test'] for s, n in nums.items()}, '%')}; gap "
+            f"{fmt({s: n['gap'] for s, n in nums.items()}, ' points')}; seeds passing: {sum(passes.values())}/{len(passes)}")
+    return Verdict("3 then over-fit", st, RULES["3"], threshold_test(passes), text, sorted(runs), **meta)
+
+
+def verdict_gradients(results: list[dict], **meta) -> Verdict:
+    runs = by_seed(results, "erm")
+    st = "ERM: much larger feature gradients for the minority classes than for the majority"
+    if not runs:
+        return Verdict("2 larger minor gradients", st, RULES["2"], MISSING, "no ERM run", [], **meta)
+    ratio = {s: grad_ratio_mean(r) for s, r in runs.items()}
+    word, sign = noise_test({s: v - 1 for s, v in ratio.items()}, [ratio])
+    verdict = word if word == ONE_SEED else (SHOWN if sign > 0 else NOT_SHOWN)
+    return Verdict("2 larger minor gradients", st, RULES["2"], verdict,
+                   f"minority/majority feature-gradient ratio {fmt(ratio, '', 2)}", sorted(runs), **meta)
+
+
+def verdict_gradient_balance(results: list[dict], **meta) -> Verdict:
+    erm, mfw = by_seed(results, "erm"), by_seed(results, "mfw")
+    a = {s: abs(math.log(grad_ratio_mean(r))) for s, r in erm.items()}
+    b = {s: abs(math.log(grad_ratio_mean(r))) for s, r in mfw.items()}
+    v = compare("5 MFW balances feature gradients", "MFW brings the minority/majority feature-gradient ratio closer to 1",
+                a, b, "ERM |log ratio|", "MFW |log ratio|", expect=-1, digits=2, **meta)
+    v.rule = RULES["5g"]
+    seeds = sorted(set(erm) & set(mfw))
+    if seeds:
+        v.numbers += ("; ratios: ERM " + fmt({s: grad_ratio_mean(erm[s]) for s in seeds}, "", 2) + ", MFW "
+                      + fmt({s: grad_ratio_mean(mfw[s]) for s in seeds}, "", 2))
+    return v
+
+
+def verdict_train_balance(results: list[dict], **meta) -> Verdict:
+    erm, mfw = by_seed(results, "erm"), by_seed(results, "mfw")
+    v = compare("5 MFW balances training accuracy", "MFW raises the minority classes' clean training accuracy along training",
+                {s: minor_clean_mean(r) for s, r in erm.items()}, {s: minor_clean_mean(r) for s, r in mfw.items()},
+                "ERM", "MFW", expect=+1, unit="%", **meta)
+    v.rule = RULES["5a"]
+    seeds = sorted(set(erm) & set(mfw))
+    if seeds:
+        v.numbers += ("; majority classes (for reference): ERM " + fmt({s: major_clean_mean(erm[s]) for s in seeds}, "%")
+                      + ", MFW " + fmt({s: major_clean_mean(mfw[s]) for s in seeds}, "%"))
+    return v
+
+
+def verdict_minor_test(results: list[dict], **meta) -> Verdict:
+    erm, mfw = by_seed(results, "erm"), by_seed(results, "mfw")
+    v = compare("4 MFW raises minority test accuracy", "MFW raises the minority classes' last-epoch test accuracy",
+                {s: minor_test(r) for s, r in erm.items()}, {s: minor_test(r) for s, r in mfw.items()},
+                "ERM", "MFW", expect=+1, unit="%", **meta)
+    v.rule = RULES["4t"]
+    return v
+
+
+def verdict_error(results: list[dict], base: str, new: str, bench: str, claim: str, **meta) -> Verdict:
+    """Top-1 error of `new` against `base` (seeds paired), lower counts."""
+    p = _plots()
+    a = {s: r["summary"]["test_error"] for s, r in by_seed(results, base).items()}
+    b = {s: r["summary"]["test_error"] for s, r in by_seed(results, new).items()}
+    return compare(claim, f"{bench}: {p.method_name(new)} has a lower last-epoch top-1 error than {p.method_name(base)}",
+                   a, b, p.method_name(base), p.method_name(new), expect=-1, unit="%", digits=2, **meta)

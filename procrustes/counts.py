@@ -1,0 +1,60 @@
+"""Class counts and reporting groups: pure functions of the counts, importable by config and data alike
+(no torch, no images), so neither of those two modules needs the other."""
+from __future__ import annotations
+
+import numpy as np
+
+# (number of classes, images per class of the full training set: the paper's n_max) of the named benchmarks
+PAPER_SIZES = {"cifar10": (10, 5000), "cifar100": (100, 500), "tinyimagenet": (200, 500)}
+
+# LDAM-DRW / OLTR thresholds at the paper's scale: many-shot > 100 training images, few-shot < 20
+MANY_SHOT, FEW_SHOT = 100, 20
+
+
+def class_counts(num_classes: int, n_max: int, imbalance: str, ratio: float) -> list[int]:
+    """Per-class training counts, exactly as the LDAM-DRW code computes them (class 0 is the largest)."""
+    if imbalance in ("exp", "step") and num_classes < 2:
+        raise ValueError(f"{imbalance} imbalance needs at least 2 classes, got {num_classes}")
+    if imbalance == "exp":
+        return [int(n_max * (1.0 / ratio) ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    if imbalance == "step":
+        half = num_classes // 2
+        return [n_max] * half + [int(n_max * (1.0 / ratio))] * (num_classes - half)
+    if imbalance == "none":
+        return [n_max] * num_classes
+    raise ValueError(f"unknown imbalance {imbalance!r}: choose one of exp, step, none")
+
+
+def major_classes(counts: list[int] | np.ndarray) -> np.ndarray:
+    """Boolean mask: classes with at least the median count (for step imbalance, exactly the n_max half)."""
+    c = np.asarray(counts)
+    return c >= np.median(c)
+
+
+def shot_thresholds(scale: float = 1.0) -> tuple[float, float]:
+    """(many-shot above, few-shot below) in training images, scaled by `scale` = the run's n_max over the
+    benchmark's paper n_max (1 in the paper profile: 100 and 20; CIFAR-10 at n_max 2000: 40 and 8)."""
+    return MANY_SHOT * scale, FEW_SHOT * scale
+
+
+def group_definition(imbalance: str, scale: float = 1.0) -> str:
+    if imbalance == "step":
+        return "major: classes with at least the median training count; minor: the rest"
+    many, few = shot_thresholds(scale)
+    return (f"many: more than {many:g} training images; medium: {few:g} to {many:g}; few: fewer than {few:g}"
+            + (f" (the usual 100 / 20 scaled by n_max / paper n_max = {scale:g})" if scale != 1 else ""))
+
+
+def class_groups(counts: list[int] | np.ndarray, imbalance: str, scale: float = 1.0) -> dict[str, list[int]]:
+    """Reporting groups: major/minor for step; many/medium/few otherwise, with the thresholds of
+    `shot_thresholds(scale)`. A group may be empty (CIFAR-10's smallest class, n_max / rho, is never few-shot)."""
+    c = np.asarray(counts)
+    if imbalance == "step":
+        mask = major_classes(c)
+        return {"major": np.where(mask)[0].tolist(), "minor": np.where(~mask)[0].tolist()}
+    many, few = shot_thresholds(scale)
+    return {
+        "many": np.where(c > many)[0].tolist(),
+        "medium": np.where((c >= few) & (c <= many))[0].tolist(),
+        "few": np.where(c < few)[0].tolist(),
+    }

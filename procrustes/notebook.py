@@ -1,0 +1,151 @@
+"""What every notebook does first: read its parameters AFTER papermill has injected them, resolve the
+environment defaults, validate each value, and refuse unknown names; and strip what changes on every run
+from executed notebooks, so that regenerating them from the same results leaves the git tree clean.
+
+A notebook's parameters cell holds plain literals (None meaning "from the environment"); the cell after it
+calls `settings(globals(), ...)`. Papermill injects its values in a cell between the two, so they are seen
+here, and a misspelt name (`-p profil smoke`) is an error instead of a silently ignored variable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import PROFILES
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+# names IPython defines in every kernel (plus anything starting with "_")
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+class ParameterError(ValueError):
+    """A bad notebook parameter: its name, its value and what is allowed."""
+
+
+@dataclass
+class Settings:
+    profile: str
+    train_missing: bool
+    device: str
+    data_root: str | None
+    seeds: tuple[int, ...] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
+        raise AttributeError(name)
+
+    def line(self) -> str:
+        seeds = "all of the profile" if self.seeds is None else ", ".join(map(str, self.seeds))
+        more = "".join(f"; {k}: {v}" for k, v in self.extra.items())
+        return (f"profile: {self.profile}; train missing runs: {self.train_missing}; device: {self.device}; "
+                f"seeds: {seeds}{more}")
+
+
+def as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, str)) and str(value).strip().lower() in _TRUE + _FALSE:
+        return str(value).strip().lower() in _TRUE
+    raise ParameterError(f"parameter {name}={value!r}: expected true or false")
+
+
+def as_list(name: str, value: Any, item=str) -> tuple:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise ParameterError(f"parameter {name}={value!r}: expected a list of {item.__name__} "
+                         f"(papermill: -y '{name}: [...]', not -p {name} ...)")
+
+
+def settings(namespace: dict, **expected: Any) -> Settings:
+    """Validated settings from a notebook's globals. Every notebook has profile, train_missing, device,
+    data_root and seeds; `expected` names its other parameters with an example value of their type (a list
+    means a list of that element type)."""
+    known = {"profile", "train_missing", "device", "data_root", "seeds", *expected}
+    unknown = sorted(n for n, v in namespace.items() if not n.startswith("_") and n not in _KERNEL_NAMES
+                     and n not in known and not isinstance(v, (types.ModuleType, types.FunctionType, type)))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}: this notebook takes {', '.join(sorted(known))}")
+    profile = namespace.get("profile") or os.environ.get("PROCRUSTES_PROFILE") or "cpu"
+    if profile not in PROFILES:
+        raise ParameterError(f"parameter profile={profile!r}: choose one of {', '.join(PROFILES)}")
+    tm = namespace.get("train_missing")
+    if tm is None:
+        tm = os.environ.get("PROCRUSTES_TRAIN_MISSING") or ("1" if profile == "smoke" else "0")
+    device = namespace.get("device") or os.environ.get("PROCRUSTES_DEVICE") or "auto"
+    if not isinstance(device, str):
+        raise ParameterError(f"parameter device={device!r}: expected a string such as auto, cpu, cuda")
+    data_root = namespace.get("data_root")
+    if data_root is not None and not isinstance(data_root, str):
+        raise ParameterError(f"parameter data_root={data_root!r}: expected a folder path or None")
+    seeds = namespace.get("seeds")
+    if seeds is not None:
+        seeds = as_list("seeds", seeds, int)
+        if any(s < 0 for s in seeds):
+            raise ParameterError(f"parameter seeds={seeds!r}: seeds are integers >= 0")
+    extra = {}
+    for name, example in expected.items():
+        value = namespace.get(name, example)
+        if isinstance(example, (list, tuple)):
+            value = as_list(name, value, type(example[0]) if example else str)
+        elif isinstance(example, bool):
+            value = as_bool(name, value)
+        elif isinstance(example, (int, float)) and not isinstance(value, bool) and isinstance(value, (int, float)):
+            value = type(example)(value) if isinstance(example, float) else value
+        elif example is not None and not isinstance(value, type(example)):
+            raise ParameterError(f"parameter {name}={value!r}: expected a {type(example).__name__}")
+        extra[name] = value
+    return Settings(profile, as_bool("train_missing", tm), device, data_root, seeds, extra)
+
+
+# ---------------------------------------------------------------------------------------- clean notebooks
+
+
+def strip_volatile(path: str | Path) -> bool:
+    """Remove what differs between two executions of the same notebook on the same results: papermill's
+    timings and environment, execution timestamps, execution counts' gaps are kept as they are (they depend
+    only on the cells). Returns True when the file changed."""
+    p = Path(path)
+    nb = json.loads(p.read_text())
+    meta = nb.get("metadata", {})
+    pm = meta.get("papermill")
+    if isinstance(pm, dict):
+        for k in ("start_time", "end_time", "duration", "environment_variables", "input_path", "output_path",
+                  "version"):
+            pm.pop(k, None)
+    for cell in nb.get("cells", []):
+        cm = cell.get("metadata", {})
+        cm.pop("execution", None)
+        if isinstance(cm.get("papermill"), dict):
+            for k in ("start_time", "end_time", "duration"):
+                cm["papermill"].pop(k, None)
+    text = json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    if text != p.read_text():
+        from .store import atomic_write_text
+
+        atomic_write_text(p, text)
+        return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m procrustes.notebook strip NOTEBOOK...: strip_volatile each file."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "strip":
+        print("usage: python -m procrustes.notebook strip NOTEBOOK...", file=sys.stderr)
+        return 2
+    for a in args[1:]:
+        strip_volatile(a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
