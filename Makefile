@@ -1,17 +1,17 @@
 # procrustes: `make figures` (regenerate every figure and table from results/), `make test` (what CI runs).
-# make figures PROFILE=quick      train what the quick profile lacks (CPU), then regenerate
+# make figures PROFILE=cpu        train what the cpu profile lacks (2 CPU cores: hours a run), then regenerate
 # make reproduce                  train what the paper profile lacks (GPU, resumable), then regenerate
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PROFILE ?= quick
+PROFILE ?= cpu
 DEVICE ?= auto
 SHARED ?= ../shared/data
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data figures reproduce test unit nbval bench gpu-check clean-smoke
+.PHONY: setup data figures reproduce test unit nbval bench gpu-check clean-smoke gpu-harvest harvest-import
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,7 @@ endif
 	  echo "== $$nb ($(PROFILE))"; \
 	  PROCRUSTES_PROFILE=$(PROFILE) PROCRUSTES_DEVICE=$(DEVICE) PROCRUSTES_TRAIN_MISSING=0 \
 	    $(VENV)/bin/papermill --cwd notebooks -k python3 --no-progress-bar "$$nb" "$$nb" || exit 1; \
+	  $(PY) -m procrustes.notebook strip "$$nb" || exit 1; \
 	done
 
 reproduce:
@@ -71,3 +72,13 @@ bench: setup data
 # SMOKE=1: the CPU smoke form (seconds).
 gpu-check:
 	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)
+
+# Train the most valuable missing paper runs within a GPU lease (HARVEST_BUDGET_S, default 540 s) and write one
+# archive of their results into $OUT (no `setup`: see gpu-check). SMOKE=1: the CPU smoke form (about 90 s).
+gpu-harvest:
+	bash scripts/gpu_harvest.sh $(if $(filter 1,$(SMOKE)),--smoke)
+
+# Import a harvest archive into results/ (every entry checked first; nothing stored is ever replaced).
+harvest-import:
+	@test -n "$(FILE)" || { echo "usage: make harvest-import FILE=path/to/harvest-paper-....tar.gz" >&2; exit 2; }
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m procrustes.harvest import "$(FILE)"

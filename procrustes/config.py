@@ -259,7 +259,11 @@ def validate(cfg: RunConfig) -> None:
 
         num_classes, paper_n_max = PAPER_SIZES[cfg.dataset]
         n_max = paper_n_max if cfg.max_per_class is None else min(cfg.max_per_class, paper_n_max)
-        if min(class_counts(num_classes, n_max, cfg.imbalance, cfg.ratio)) < 1:
+        try:
+            counts = class_counts(num_classes, n_max, cfg.imbalance, cfg.ratio)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if min(counts) < 1:
             raise ConfigError(
                 f"impossible ratio {cfg.ratio:g} for n_max={n_max}: the smallest class would keep no image"
             )

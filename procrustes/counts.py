@@ -31,6 +31,14 @@ def major_classes(counts: list[int] | np.ndarray) -> np.ndarray:
     return c >= np.median(c)
 
 
+def group_scale(dataset: str, max_per_class: int | None) -> float:
+    """The run's n_max over the benchmark's paper n_max (1 for the paper profile and for user data)."""
+    size = PAPER_SIZES.get(dataset)
+    if size is None or not max_per_class:
+        return 1.0
+    return min(max_per_class, size[1]) / size[1]
+
+
 def shot_thresholds(scale: float = 1.0) -> tuple[float, float]:
     """(many-shot above, few-shot below) in training images, scaled by `scale` = the run's n_max over the
     benchmark's paper n_max (1 in the paper profile: 100 and 20; CIFAR-10 at n_max 2000: 40 and 8)."""

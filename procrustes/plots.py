@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .counts import PAPER_SIZES, class_groups, group_definition
+from .counts import class_groups, group_definition
+from .counts import group_scale as counts_group_scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,10 +143,7 @@ def result_label(result: dict) -> str:
 
 def group_scale(config: dict) -> float:
     """n_max of the run over the benchmark's paper n_max: the factor of the many/few-shot thresholds."""
-    size = PAPER_SIZES.get(config["dataset"])
-    if size is None or not config.get("max_per_class"):
-        return 1.0
-    return min(config["max_per_class"], size[1]) / size[1]
+    return counts_group_scale(config["dataset"], config.get("max_per_class"))
 
 
 def groups_of(result: dict) -> dict[str, list[int]]:

@@ -14,7 +14,8 @@ import torch
 from . import store
 from .augment import augment, normalise
 from .config import RunConfig, validate
-from .data import GROUP_DEFINITIONS, class_groups, load_benchmark, major_classes
+from .counts import class_groups, group_definition, group_scale, major_classes
+from .data import load_benchmark
 from .losses import Criterion, class_weights, reduce
 from .mixing import plan_batch
 from .models import build_model
@@ -280,7 +281,8 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
     if end_epoch == start_epoch:  # every epoch was checkpointed, but the result was not stored: evaluate now
         tc, tt, top5 = evaluate(model, test_x[final_idx], test_y[final_idx], C, spec.mean, spec.std, bf16)
     per_class = (tc / tt.clamp(min=1)).cpu().numpy()
-    groups = class_groups(counts, cfg.imbalance)
+    scale = group_scale(cfg.dataset, cfg.max_per_class)
+    groups = class_groups(counts, cfg.imbalance, scale)
     result = {
         "key": store.run_key(cfg, bench.data["id"]),
         "config": cfg.to_dict(),
@@ -292,7 +294,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
             "test_acc_per_class": per_class.tolist(),
             "group_test_acc": {g: float(per_class[c].mean()) if c else None for g, c in groups.items()},
             "groups": groups,
-            "group_definition": GROUP_DEFINITIONS["major/minor" if cfg.imbalance == "step" else "many/medium/few"],
+            "group_definition": group_definition(cfg.imbalance, scale),
             "train_counts": list(map(int, counts)),
             "classes": bench.classes,
             "test_images": int(tt.sum()),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from procrustes.config import ConfigError
-from procrustes.data import (GROUP_DEFINITIONS, benchmark_counts, class_counts, class_groups, major_classes,
-                             subset_indices)
+from procrustes.counts import group_definition, group_scale, shot_thresholds
+from procrustes.data import benchmark_counts, class_counts, class_groups, major_classes, subset_indices
 
 from .conftest import cli_env, run_cli_many, ldam_drw_reference
 
@@ -105,7 +105,21 @@ def test_major_classes_and_groups():
     counts = benchmark_counts("cifar100", "exp", 100)
     assert all(counts[c] > 100 for c in g["many"]) and all(counts[c] < 20 for c in g["few"])
     assert all(20 <= counts[c] <= 100 for c in g["medium"])
-    assert set(GROUP_DEFINITIONS) == {"major/minor", "many/medium/few"}
+    assert "more than 100" in group_definition("exp") and "median" in group_definition("step")
+
+
+def test_groups_scale_with_n_max():
+    """Issue 10: thresholds 100 / 20 at the paper's n_max, scaled with max_per_class (40 / 8 at 2000 of 5000);
+    the paper profile's groups stay as they were."""
+    assert group_scale("cifar10", None) == 1.0 and group_scale("cifar10", 2000) == 0.4
+    assert group_scale("cifar100", 2000) == 1.0 and group_scale("imagefolder", 50) == 1.0
+    assert shot_thresholds(0.4) == (40.0, 8.0)
+    exp = class_counts(10, 2000, "exp", 100)  # [2000, 1198, 718, 430, 258, 155, 92, 55, 33, 20]
+    assert class_groups(exp, "exp", 0.4) == {"many": list(range(8)), "medium": [8, 9], "few": []}
+    assert class_groups(exp, "exp") == {"many": list(range(6)), "medium": [6, 7, 8, 9], "few": []}
+    assert "fewer than 8" in group_definition("exp", 0.4)
+    paper = benchmark_counts("cifar100", "exp", 100)
+    assert class_groups(paper, "exp", group_scale("cifar100", None)) == class_groups(paper, "exp")
 
 
 def test_counts_cli_subprocess(tmp_path):
