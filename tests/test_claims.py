@@ -1,0 +1,105 @@
+"""claims.py: the noise-margin and threshold rules, each claim's verdict on made-up runs whose answer is known,
+and claims.md written deterministically."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from procrustes import claims
+from procrustes import experiments as ex
+
+from .test_tables_plots import fake_result
+
+
+def test_noise_rule():
+    a = {0: 50.0, 1: 51.0, 2: 50.5}
+    far = {k: v - 5 for k, v in a.items()}
+    assert claims.noise_test({k: far[k] - a[k] for k in a}, [a, far]) == (claims.SHOWN, -1)
+    near = {0: 49.0, 1: 51.5, 2: 50.0}  # within twice the std
+    assert claims.noise_test({k: near[k] - a[k] for k in a}, [a, near])[0] == claims.NOT_SHOWN
+    mixed_sign = {0: 1.0, 1: 1.0, 2: -0.1}
+    assert claims.noise_test(mixed_sign)[0] == claims.NOT_SHOWN
+    assert claims.noise_test({0: 10.0}) == (claims.ONE_SEED, 0)
+
+
+def test_threshold_rule():
+    assert claims.threshold_test({0: True, 1: True, 2: True}) == claims.SHOWN
+    assert claims.threshold_test({0: True, 1: False}) == claims.NOT_SHOWN
+    assert claims.threshold_test({0: True}) == claims.ONE_SEED
+
+
+def test_compare_pairs_seeds_and_reports_each():
+    v = claims.compare("x", "s", {0: 10.0, 1: 11.0, 2: 10.5}, {0: 20.0, 1: 21.0, 2: 20.2}, "A", "B", expect=+1)
+    assert v.verdict == claims.SHOWN and v.seeds == [0, 1, 2]
+    assert "seeds 0, 1, 2" in v.numbers and "20.2" in v.numbers
+    assert claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 20.0, 1: 21.0}, "A", "B", expect=-1).verdict == claims.NOT_SHOWN
+    assert claims.compare("x", "s", {0: 1.0}, {1: 2.0}, "A", "B", expect=1).verdict == claims.MISSING
+
+
+def _dynamics(minor_curve, minor_test, seeds=(0, 1, 2), method="erm", to_major=0.9):
+    out = []
+    for s in seeds:
+        cfg = ex.dynamics_runs("smoke", methods=(method,), seeds=(s,))[0]
+        r = fake_result(cfg, 50.0, epochs=len(minor_curve))
+        for e, m in enumerate(minor_curve):
+            r["history"]["train_acc_clean"][e] = [0.9] * 5 + [m + 0.001 * s] * 5
+            r["history"]["pred_major_share_clean"][e] = [0.0] * 5 + [to_major] * 5
+        r["summary"]["test_acc_per_class"] = [0.8] * 5 + [minor_test] * 5
+        out.append(r)
+    return out
+
+
+def test_underfit_then_overfit_verdicts():
+    curve = [0.0] * 4 + [0.2] * 8 + [0.6] * 8  # 20 epochs: nothing for the first fifth, then fitted
+    runs = _dynamics(curve, minor_test=0.05)
+    assert claims.verdict_underfit(runs).verdict == claims.SHOWN
+    assert claims.verdict_overfit(runs).verdict == claims.SHOWN
+    early_fit = _dynamics([0.1] + curve[1:], minor_test=0.05)
+    assert claims.verdict_underfit(early_fit).verdict == claims.NOT_SHOWN
+    generalises = _dynamics(curve, minor_test=0.5)  # gap 10 points < 20
+    assert claims.verdict_overfit(generalises).verdict == claims.NOT_SHOWN
+    assert claims.verdict_overfit(_dynamics(curve, 0.05, seeds=(0,))).verdict == claims.ONE_SEED
+    assert claims.verdict_underfit([]).verdict == claims.MISSING
+
+
+def test_train_balance_needs_minor_classes_to_rise():
+    erm = _dynamics([0.0] * 10 + [0.5] * 10, 0.05)
+    mfw = _dynamics([0.2] * 10 + [0.7] * 10, 0.3, method="mfw")
+    v = claims.verdict_train_balance(erm + mfw)
+    assert v.verdict == claims.SHOWN
+    # a smaller gap because the major classes slow down does not count
+    slow = _dynamics([0.0] * 10 + [0.5] * 10, 0.05, method="mfw")
+    for r in slow:
+        for e in range(20):
+            r["history"]["train_acc_clean"][e][:5] = [0.5] * 5
+    assert claims.verdict_train_balance(erm + slow).verdict == claims.NOT_SHOWN
+    assert claims.verdict_minor_test(erm + mfw).verdict == claims.SHOWN
+
+
+def test_gradient_verdicts():
+    erm = _dynamics([0.0] * 5, 0.0)
+    for k, r in enumerate(erm):
+        r["history"]["feature_grad"] = [[1.0] * 5 + [3.0 + 0.1 * k] * 5] * 5
+    mfw = _dynamics([0.0] * 5, 0.0, method="mfw")
+    for k, r in enumerate(mfw):
+        r["history"]["feature_grad"] = [[1.0] * 5 + [1.2 + 0.05 * k] * 5] * 5
+    assert claims.grad_ratio_mean(erm[0]) == pytest.approx(3.0)
+    assert claims.verdict_gradients(erm).verdict == claims.SHOWN
+    assert claims.verdict_gradient_balance(erm + mfw).verdict == claims.SHOWN
+    assert claims.verdict_gradient_balance(mfw + [dict(r, config=dict(r["config"], method="erm")) for r in mfw]).verdict \
+        == claims.NOT_SHOWN
+
+
+def test_claims_md_is_deterministic_and_per_notebook(tmp_path):
+    v1 = claims.compare("2 b", "s", {0: 1.0, 1: 2.0}, {0: 5.0, 1: 6.0}, "A", "B", expect=1, source="nb2", profile="cpu")
+    v0 = claims.compare("1 a", "s", {0: 1.0}, {0: 2.0}, "A", "B", expect=1, source="nb1", profile="cpu")
+    claims.record([v1], tmp_path, "nb2")
+    claims.record([v0], tmp_path, "nb1")
+    text = (tmp_path / "claims.md").read_text()
+    assert text.index("| 1 a |") < text.index("| 2 b |") and "one seed: no verdict" in text
+    before = (tmp_path / "claims.md").stat().st_mtime_ns
+    claims.record([v0], tmp_path, "nb1")  # same verdicts: the file is not rewritten
+    assert (tmp_path / "claims.md").stat().st_mtime_ns == before and (tmp_path / "claims.md").read_text() == text
+    claims.record([], tmp_path, "nb2")  # a notebook's verdicts are replaced, not appended
+    assert "| 2 b |" not in (tmp_path / "claims.md").read_text()
+    assert np.isnan(claims.mean_sd([1.0])[1])

@@ -1,0 +1,71 @@
+"""notebook.py: parameters are read after papermill's injection and validated (B5), unknown names are errors,
+and executed notebooks are stripped of what changes between runs."""
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from procrustes import notebook
+from procrustes.notebook import ParameterError
+
+
+def ns(**values):
+    base = {"profile": None, "train_missing": None, "device": "auto", "data_root": None, "seeds": None,
+            "In": [], "Out": {}, "get_ipython": print, "_i1": "", "os": types, "sys": types}
+    base.update(values)
+    return base
+
+
+def test_environment_defaults_are_read_after_injection(monkeypatch):
+    monkeypatch.delenv("PROCRUSTES_PROFILE", raising=False)
+    monkeypatch.delenv("PROCRUSTES_TRAIN_MISSING", raising=False)
+    assert notebook.settings(ns()).profile == "cpu"
+    assert notebook.settings(ns()).train_missing is False
+    # B5: -p profile smoke alone makes train_missing follow the profile
+    assert notebook.settings(ns(profile="smoke")).train_missing is True
+    monkeypatch.setenv("PROCRUSTES_PROFILE", "smoke")
+    assert notebook.settings(ns()).profile == "smoke"
+    assert notebook.settings(ns(profile="paper")).profile == "paper"
+
+
+@pytest.mark.parametrize("value,expected", [("no", False), ("False", False), (False, False), ("yes", True), (True, True),
+                                            ("1", True), (0, False)])
+def test_booleans_accept_true_false_forms_only(value, expected):
+    assert notebook.settings(ns(train_missing=value)).train_missing is expected
+
+
+@pytest.mark.parametrize("bad", [{"train_missing": "nope"}, {"train_missing": 2}, {"profile": "quick"},
+                                 {"seeds": "0"}, {"seeds": [0, "1"]}, {"seeds": [-1]}, {"device": 3},
+                                 {"data_root": 1}, {"profil": "smoke"}])
+def test_bad_or_unknown_parameters_are_errors(bad):
+    with pytest.raises(ParameterError):
+        notebook.settings(ns(**bad))
+
+
+def test_typed_extra_parameters():
+    s = notebook.settings(ns(methods=["mfw"], ratio=10), methods=["erm"], ratio=100, imbalance="step")
+    assert s.methods == ("mfw",) and s.ratio == 10 and s.imbalance == "step"
+    with pytest.raises(ParameterError, match="list"):
+        notebook.settings(ns(methods="mfw"), methods=["erm"])  # B5: a string where a list is expected
+    with pytest.raises(ParameterError):
+        notebook.settings(ns(imbalance=3), imbalance="step")
+
+
+def test_strip_volatile(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "id": "a", "source": [], "outputs": [], "execution_count": 1,
+                     "metadata": {"execution": {"iopub.status.busy": "2026-01-01T00:00:00Z"},
+                                  "papermill": {"duration": 1.5, "start_time": "x", "end_time": "y", "status": "completed"},
+                                  "tags": ["parameters"]}}],
+          "metadata": {"papermill": {"duration": 7.1, "start_time": "s", "end_time": "e", "parameters": {"a": 1},
+                                     "input_path": "i", "output_path": "o", "version": "2.7.0"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    p = tmp_path / "n.ipynb"
+    p.write_text(json.dumps(nb))
+    assert notebook.strip_volatile(p) is True
+    out = json.loads(p.read_text())
+    assert out["metadata"]["papermill"] == {"parameters": {"a": 1}}
+    assert out["cells"][0]["metadata"] == {"papermill": {"status": "completed"}, "tags": ["parameters"]}
+    text = p.read_text()
+    assert notebook.strip_volatile(p) is False and p.read_text() == text
