@@ -231,7 +231,7 @@ def verdict_underfit(results: list[dict], **meta) -> Verdict:
     nums = {s: underfit_numbers(r) for s, r in runs.items()}
     passes = {s: n["minor_max"] < UNDERFIT_MAX_MINOR and n["to_major"] > UNDERFIT_MIN_TO_MAJOR for s, n in nums.items()}
     k = next(iter(nums.values()))["epochs"]
-    text = (f"first {k} epochs: minority clean training accuracy at most {fmt({s: n['minor_max'] for s, n in nums.items()}, '%')}; "
+    text = (f"first {k} epoch{'s' if k != 1 else ''}: minority clean training accuracy at most {fmt({s: n['minor_max'] for s, n in nums.items()}, '%')}; "
             f"majority {fmt({s: n['major_mean'] for s, n in nums.items()}, '%')} on average; minority images predicted "
             f"as major {fmt({s: n['to_major'] for s, n in nums.items()}, '%')}; seeds passing: "
             f"{sum(passes.values())}/{len(passes)}")

@@ -441,6 +441,8 @@ def plot_train_balance(results: list[dict]):
     plot_group_metric(axes[1], results, "test_acc", groups=[hi, lo], ylabel="test accuracy (%)")
     axes[1].set_title(f"{hi} vs {lo} test accuracy")
     for k, (m, rs) in enumerate(by_method(results).items()):
+        if "mfw" not in m.split("+"):
+            continue  # only MFW weakens examples
         n_ep = min(len(epochs(r)) for r in rs)
         ys = np.stack([100 * np.asarray(r["history"]["weakened_share"][:n_ep], dtype=float) for r in rs])
         draw_seeds(axes[2], epochs(rs[0])[:n_ep], ys, METHOD_COLORS.get(m, PALETTE[k]), LINESTYLES[k % len(LINESTYLES)],
@@ -541,7 +543,10 @@ def plot_error_table(df, title: str, show_reported: bool = True):
     ax.set_xticks(np.arange(len(benches)))
     ax.set_xticklabels([f"{DATASET_NAMES.get(d, d)}\n{i}, rho={r:g}" for d, i, r in benches])
     ax.set_xlim(-0.6, len(benches) - 0.4)
-    ax.set_ylabel("last-epoch top-1 error (%)\n(mean over seeds; whiskers: std)")
+    done = [int(str(v).split("/")[0]) for v in df.get("seeds_done", []) if str(v)[:1].isdigit()]
+    most = max(done, default=0)
+    ax.set_ylabel("last-epoch top-1 error (%)\n" + ("(mean over seeds; whiskers: std over seeds)" if most > 1
+                                                   else "(one seed: no whiskers)"))
     ax.set_ylim(0, 100)
     ax.grid(axis="x", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))

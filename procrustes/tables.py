@@ -116,6 +116,20 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
 
 
+def add_profile_column(df: pd.DataFrame, configs: list[RunConfig], results: list[dict], profile: str) -> pd.DataFrame:
+    """df with the `profile` runs' mean top-1 error and seeds done beside each (dataset, imbalance, ratio,
+    method) row (blank where that profile has no run): e.g. the paper profile's numbers next to the cpu table
+    and the LDAM-DRW paper's, as GPU harvests fill them in."""
+    other = error_table(configs, results, compare=False)[["dataset", "imbalance", "ratio", "method", "seeds_done",
+                                                          "top1_error_mean"]]
+    other = other.rename(columns={"seeds_done": f"{profile}_seeds_done", "top1_error_mean": f"{profile}_top1_error_mean"})
+    out = df.merge(other, on=["dataset", "imbalance", "ratio", "method"], how="left")
+    out[f"{profile}_seeds_done"] = out[f"{profile}_seeds_done"].fillna("no run")
+    COLUMN_LABELS.setdefault(f"{profile}_seeds_done", f"{profile} profile: seeds done")
+    COLUMN_LABELS.setdefault(f"{profile}_top1_error_mean", f"{profile} profile: top-1 error (%)")
+    return out
+
+
 def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     """Notebook 07: one row per (benchmark, variant) from experiments.ablation_runs' (Variant, config) pairs:
     what it varies (group), the variant, seeds done, mean/std top-1 error and minority-group accuracy."""
@@ -246,5 +260,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "lookup", "config_key", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "ablation_table", "lookup", "config_key", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
            "write_table", "shape_line"]

@@ -118,3 +118,18 @@ def test_table_shapes_are_profile_independent():
     assert tables.error_table(smoke, []).shape == tables.error_table(cpu, []).shape
     assert tables.ablation_table(ex.ablation_runs("smoke"), []).shape == tables.ablation_table(ex.ablation_runs("cpu"), []).shape
     assert tables.error_table(ex.tiny_table_runs("smoke"), []).shape == tables.error_table(ex.tiny_table_runs("cpu"), []).shape
+
+
+def test_paper_profile_column_beside_the_cpu_table():
+    """Issue 7: paper-profile results (from GPU harvests) appear beside the same rows, 'no run' where absent."""
+    cpu = ex.cifar_table_runs("smoke")
+    df = tables.error_table(cpu, [])
+    rows = set(zip(df.dataset, df.imbalance, df.ratio, df.method))
+    paper = [c for c in ex.cifar_table_runs("paper") if (c.dataset, c.imbalance, float(c.ratio), c.method) in rows]
+    assert len(paper) == 3 * len(rows)
+    one = [c for c in paper if (c.imbalance, c.method) == ("step", "erm")]
+    out = tables.add_profile_column(df, paper, [fake_result(c, 20.0 + c.seed) for c in one[:2]], "paper")
+    assert len(out) == len(df)
+    hit = out[(out.imbalance == "step") & (out.ratio == 100) & (out.method == "erm")].iloc[0]
+    assert hit.paper_seeds_done == "2/3" and hit.paper_top1_error_mean == pytest.approx(20.5)
+    assert (out[out.method == "mfw"].paper_seeds_done == "0/3").all()
