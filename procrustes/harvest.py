@@ -1,0 +1,687 @@
+"""Harvest: train the most valuable missing paper-profile runs within a short GPU lease, bring back one archive,
+and import it into the committed result store.
+
+Why: a lent GPU gives about 9 minutes of compute, with no internet and no ssh; what comes back is a few files.
+So `python -m procrustes.harvest run` (`make gpu-harvest`) measures the training speed there, trains only the
+runs its estimate says will finish within the budget (packed, several processes on the one GPU), and writes ONE
+tar.gz of their result.json files (no weights, no checkpoints). `python -m procrustes.harvest import FILE`
+(`make harvest-import FILE=...`) checks every entry before writing any, never replaces a stored result, and
+writes atomically. Selection skips what the committed store already holds, so a second harvest continues.
+
+Imports only torch, numpy, PIL, tqdm and this package: the GPU machine's python has nothing else.
+`--smoke` runs the same path on the CPU at smoke-profile size (tests; about 90 s)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import store
+from .config import PROFILES, ConfigError, RunConfig, make_config, validate
+
+SAFETY = 1.15  # estimates are multiplied by this: a run that overshoots the budget is killed and lost
+ARCHIVE_RESERVE_S = {"paper": 15.0, "smoke": 5.0}  # kept at the end of the budget to stop the runs, write the archive
+# smoke runs, smaller still than the smoke profile (one epoch, tiny evaluations), so that a CPU shared with other
+# work trains one within the smoke budget; step-100 needs the profile's 100 images a major class (1 a minor one)
+SMOKE_OVERRIDES = {"epochs": 1, "eval_per_class": 5, "test_per_class": 10, "clean_per_class": 5}
+LOG: list[str] = []
+
+
+def say(msg: str) -> None:
+    """Print and keep the line for harvest.log (the archive carries what the console showed)."""
+    print(msg, flush=True)
+    LOG.append(msg)
+
+
+# ---------------------------------------------------------------- keys and checks (shared by run and import)
+
+
+def expected_key(result: dict) -> str:
+    """The store key a result must carry: its config's hash alone when it records no data, else the hash, '-'
+    and the first 8 hex of its data's content id. The one place in the harvest that knows the key scheme."""
+    cfg = RunConfig.from_dict(result["config"])
+    data = result.get("data")
+    return store.run_key(cfg, data["id"]) if data else cfg.key()
+
+
+def check_result(result: Any, profile: str, folder: str) -> RunConfig:
+    """ValueError saying why `result` (parsed from <profile>/<folder>/result.json) is not a finished, consistent
+    result that may enter the store; its config otherwise."""
+    if not isinstance(result, dict) or not isinstance(result.get("summary"), dict):
+        raise ValueError("not a finished result (no summary)")
+    if not isinstance(result.get("config"), dict):
+        raise ValueError("no config")
+    data = result.get("data")
+    if data is not None and not (isinstance(data, dict) and isinstance(data.get("id"), str) and len(data["id"]) >= 8):
+        raise ValueError("its data record has no content id")
+    try:
+        cfg = RunConfig.from_dict(result["config"])
+        validate(cfg)
+        key = expected_key(result)
+    except (ConfigError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"unreadable or impossible config ({type(e).__name__}: {str(e)[:80]})") from None
+    if result.get("key") != key:
+        raise ValueError(f"key {result.get('key')!r} does not match its config and data ({key})")
+    if folder != key:
+        raise ValueError(f"folder {folder!r} does not match its key ({key})")
+    if cfg.profile != profile:
+        raise ValueError(f"profile {cfg.profile!r} stored under {profile!r}")
+    return cfg
+
+
+# ---------------------------------------------------------------- what to train, in order
+
+
+def _in_profile(cfg: RunConfig, profile: str) -> RunConfig:
+    """The same run (benchmark, method, seed, MFW choices) at another profile's size (smoke: SMOKE_OVERRIDES)."""
+    over = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)
+            if f.name != "profile" and getattr(cfg, f.name) != f.default}
+    return make_config(profile, **over, **(SMOKE_OVERRIDES if profile == "smoke" else {}))
+
+
+def priority_runs(profile: str = "paper") -> list[RunConfig]:
+    """CIFAR-10 paper-profile runs, most valuable first (issue 7): (1) step-100 ERM and MFW; (2) exp-100 and
+    step-100 x {ERM, LDAM-DRW, MFW, MFW+LDAM-DRW}; (3) the rest of the CIFAR-10 table, all seed 0; (4) the same
+    for seed 1, then seed 2; (5) the ablations, seed by seed. Other profiles: the same runs at their size."""
+    from .experiments import ablation_runs, cifar_table_runs
+
+    def cfg(imb: str, m: str, seed: int = 0, ratio: int = 100) -> RunConfig:
+        return make_config("paper", dataset="cifar10", imbalance=imb, ratio=ratio, method=m, seed=seed)
+
+    first = [cfg("step", "erm"), cfg("step", "mfw")]
+    first += [cfg(i, m) for i in ("exp", "step") for m in ("erm", "ldam-drw", "mfw", "mfw+ldam-drw")]
+    table = [c for c in cifar_table_runs("paper") if c.dataset == "cifar10"]
+    seed0 = first + [c for c in table if c.seed == 0]
+    later = [c.replace(seed=s) for s in (1, 2) for c in seed0]
+    abl = sorted((c for _, c in ablation_runs("paper") if c.dataset == "cifar10"), key=lambda c: c.seed)
+    seen, out = set(), []
+    for c in seed0 + later + abl:
+        c = _in_profile(c, profile)
+        if c.key() not in seen:
+            seen.add(c.key())
+            out.append(c)
+    return out
+
+
+# ---------------------------------------------------------------- measuring the training speed
+
+
+def _die_with(parent: int) -> None:
+    """In a worker or the training process: when the harvest that started it is gone (killed by a timeout, say),
+    kill its own process group (itself and its helpers), so that nothing keeps the GPU busy for nobody."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _timed_for(step, seconds: float, lr: float, dev) -> tuple[int, float]:
+    """Images trained and seconds taken by back-to-back steps for about `seconds` (at least 1 step on a CPU, 2
+    on a GPU, where the first may still be queued when the clock starts)."""
+    from .bench import _sync
+
+    _sync(dev)
+    t0, n, k = time.perf_counter(), 0, 0
+    while k < (2 if dev.type == "cuda" else 1) or time.perf_counter() - t0 < seconds:
+        n += step(lr)
+        k += 1
+    _sync(dev)
+    return n, time.perf_counter() - t0
+
+
+def _bench_worker(i: int, cfg_d: dict, device: str, seconds: float, packs: list[int], compile_cap: float,
+                  threads: int, barrier, q, parent: int) -> None:
+    """One bench process: ERM alone (worker 0), MFW alone (worker 0), then k workers at once for each k in
+    packs, then (worker 0) the forward-only evaluation rate and torch.compile. Messages go to q."""
+    try:
+        entered = time.time()  # the imports of the spawned interpreter are done by now
+        os.setpgrp()  # its own process group: stopping it also stops the compiler's helper processes
+        _die_with(parent)
+        import torch
+
+        from .bench import Ours, _timed
+        from .data import load_benchmark
+        from .store import device_name
+        from .train import evaluate, resolve_device
+
+        torch.set_num_threads(threads)
+        dev = resolve_device(device)
+        cfg = RunConfig.from_dict(cfg_d)
+        b = load_benchmark(cfg, None)
+        warm = 3 if dev.type == "cuda" else 1
+        ours = Ours(b, cfg, dev)
+        _timed(ours.step, warm, cfg.lr, dev)
+        mfw = Ours(b, cfg.replace(method="mfw"), dev) if i == 0 else None
+        if mfw is not None:
+            _timed(mfw.step, warm, cfg.lr, dev)
+        q.put(("ready", i, entered, time.time() - entered, device_name(dev), ours.bf16))
+        wait = lambda: barrier.wait(timeout=300)  # noqa: E731
+        wait()
+        if i == 0:
+            q.put(("eager", i, *_timed_for(ours.step, seconds, cfg.lr, dev)))
+        wait()
+        if i == 0:
+            q.put(("mfw", i, *_timed_for(mfw.step, seconds, cfg.lr, dev)))
+        for k in packs:
+            wait()
+            if i < k:
+                q.put((f"packed{k}", i, *_timed_for(ours.step, seconds, cfg.lr, dev)))
+        if i != 0:
+            return
+        n_eval = 10000 if dev.type == "cuda" else 64
+        tx = torch.from_numpy(b.test_x[:n_eval]).to(dev)
+        ty = torch.from_numpy(b.test_y[:n_eval]).to(dev)
+        args = (ours.model, tx, ty, len(b.counts), b.spec.mean, b.spec.std, ours.bf16)
+        evaluate(*args)
+        from .bench import _sync
+
+        _sync(dev)
+        t = time.perf_counter()
+        evaluate(*args)
+        _sync(dev)
+        q.put(("eval", i, len(ty), time.perf_counter() - t))
+        if compile_cap > 0:
+            try:
+                t = time.perf_counter()
+                ours.train_step.model = torch.compile(ours.model)
+                _timed(ours.step, 3, cfg.lr, dev)  # compiles
+                q.put(("compile-ready", i, time.perf_counter() - t))
+                q.put(("compiled", i, *_timed_for(ours.step, seconds, cfg.lr, dev)))
+            except Exception as e:  # noqa: BLE001 (any failure of torch.compile is reported, not fatal)
+                q.put(("compile-error", i, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
+    except Exception as e:  # noqa: BLE001
+        try:
+            barrier.abort()
+        finally:
+            q.put(("error", i, f"{type(e).__name__}: {str(e)[:200]}"))
+
+
+def _killpg(pgid: int | None, sig: int) -> None:
+    """Signal a process group that one of our workers made (nothing when it is gone)."""
+    try:
+        if pgid:
+            os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def measure(cfg: RunConfig, device: str, *, seconds: float, packs: list[int], compile_cap: float,
+            cap_s: float) -> dict:
+    """Training images/s of cfg's step in fresh processes (as the runs will be): eager alone, MFW alone, k packed
+    processes (aggregate), forward-only evaluation, and compiled (within compile_cap seconds). What was not
+    measured is None. cap_s bounds everything but the compilation."""
+    import multiprocessing as mp
+    import queue as _queue
+
+    from .packing import _cores
+
+    n = max([1] + packs)
+    threads = max(1, _cores() // n) if device.startswith("cuda") else 1
+    ctx = mp.get_context("spawn")
+    q, barrier = ctx.Queue(), ctx.Barrier(n)
+    t0, spawned = time.perf_counter(), time.time()
+    procs = [ctx.Process(target=_bench_worker, args=(i, cfg.to_dict(), device, seconds, packs, compile_cap, threads,
+                                                     barrier, q, os.getpid())) for i in range(n)]
+    for p in procs:
+        p.start()
+    need = {"eager", "mfw", "eval"} | {f"packed{k}" for k in packs}
+    got: dict[str, list] = {}
+    res: dict[str, Any] = {"eager": None, "mfw": None, "packed": {}, "eval": None, "compiled": None,
+                           "compile_note": "skipped" if compile_cap <= 0 else "not reached", "start_s": None, "setup_s": None, "device_name": None,
+                           "bf16": None, "errors": []}
+    deadline, compile_deadline = t0 + cap_s, None
+    try:
+        while True:
+            now = time.perf_counter()
+            end = compile_deadline if compile_deadline else deadline
+            if now >= end:
+                if compile_deadline:
+                    res["compile_note"] = f"not done within {compile_cap:.0f} s"
+                else:
+                    res["errors"].append(f"bench not done within {cap_s:.0f} s")
+                break
+            try:
+                msg = q.get(timeout=min(1.0, end - now))
+            except _queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    res["errors"].append(f"bench processes ended (exit codes {[p.exitcode for p in procs]})")
+                    break
+                continue
+            kind = msg[0]
+            if kind == "ready":  # start_s: a fresh interpreter's imports; setup_s: data, model, first steps
+                res["start_s"] = max(res["start_s"] or 0.0, msg[2] - spawned)
+                res["setup_s"] = max(res["setup_s"] or 0.0, msg[3])
+                res["device_name"], res["bf16"] = msg[4], msg[5]
+            elif kind == "error":
+                res["errors"].append(f"worker {msg[1]}: {msg[2]}")
+                break
+            elif kind == "compile-ready":
+                res["compile_s"] = msg[2]
+            elif kind == "compile-error":
+                res["compile_note"] = msg[2]
+                break
+            elif kind == "compiled":
+                res["compiled"], res["compile_note"] = msg[2] / msg[3], "ok"
+                break
+            else:
+                got.setdefault(kind, []).append(msg[2:])
+            if need <= set(got) and all(len(got[f"packed{k}"]) == k for k in packs) and compile_deadline is None:
+                if compile_cap <= 0:
+                    break
+                compile_deadline = time.perf_counter() + compile_cap
+    finally:
+        for p in procs:
+            p.join(timeout=2)
+            if p.is_alive():
+                _killpg(p.pid, signal.SIGTERM)
+                p.join(timeout=5)
+            _killpg(p.pid, signal.SIGKILL)  # the compiler's helper processes may outlive the worker
+            if p.is_alive():  # it had not made its group yet
+                p.kill()
+                p.join(timeout=5)
+    rate = lambda rows: sum(r[0] for r in rows) / max(r[1] for r in rows)  # noqa: E731 (aggregate of concurrent ones)
+    for k in ("eager", "mfw", "eval"):
+        if k in got:
+            res[k] = rate(got[k])
+    for k in packs:
+        if len(got.get(f"packed{k}", [])) == k:
+            res["packed"][k] = rate(got[f"packed{k}"])
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def bench_line(cfg: RunConfig, n_train: int, b: dict) -> str:
+    """The one bench line: every number measured here, 'n/a' for what was not."""
+    f = lambda v: f"{v:.0f} img/s" if v else "n/a"  # noqa: E731
+    packed = ", ".join(f"x{k} {f(v)}" for k, v in sorted(b["packed"].items())) or "n/a"
+    comp = f(b["compiled"]) if b["compiled"] else f"n/a ({b['compile_note']})"
+    if b["compiled"] and b.get("compile_s"):
+        comp += f" after {b['compile_s']:.0f} s of compilation"
+    errors = f"; errors: {'; '.join(b['errors'])}" if b["errors"] else ""
+    return (f"bench: cifar10 {cfg.imbalance}-{cfg.ratio:g} {cfg.method} ({cfg.profile}, {n_train} train images, batch "
+            f"{cfg.batch_size}) on {b['device_name'] or 'n/a'} ({'bf16' if b['bf16'] else 'fp32'}): "
+            f"eager {f(b['eager'])}, mfw {f(b['mfw'])}, compiled {comp}, packed aggregate {packed}, "
+            f"eval {f(b['eval'])}; process start {b['start_s'] or 0:.1f} s, run set-up {b['setup_s'] or 0:.1f} s; "
+            f"{b['wall_s']:.0f} s{errors}")
+
+
+# ---------------------------------------------------------------- estimates and the plan
+
+
+def images(cfg: RunConfig) -> tuple[int, int, int]:
+    """(training images an epoch, evaluated images an epoch, evaluated images at the last epoch): CIFAR-10."""
+    from .data import benchmark_counts
+
+    counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
+    per = lambda k: len(counts) * min(k or 1000, 1000)  # noqa: E731 (CIFAR test sets: 1000 or 100 a class)
+    clean = sum(min(c, cfg.clean_per_class or c) for c in counts)
+    return sum(counts), per(cfg.eval_per_class) + clean, per(cfg.test_per_class) + clean
+
+
+def estimate_s(cfg: RunConfig, rates: dict, slow: float) -> float:
+    """Seconds one run takes: epochs x (train images / img/s + evaluated images / eval img/s) + set-up, where
+    img/s is the eager rate (MFW's for a mixing method) x slow (the per-run share when packed), times SAFETY."""
+    n, ev, last = images(cfg)
+    train = (rates["mfw"] or rates["eager"]) if cfg.mixer else rates["eager"]
+    r, e = train * slow, (rates["eval"] or 3 * rates["eager"]) * slow
+    return SAFETY * (rates["setup_s"] + cfg.epochs * n / r + ((cfg.epochs - 1) * ev + last) / e + 0.05 * cfg.epochs)
+
+
+def plan_runs(missing: list[RunConfig], rates: dict, workers: int, slow: float, available_s: float) -> list[dict]:
+    """Greedy list scheduling in priority order over `workers` slots (what a process pool does with a FIFO
+    queue): a run is planned when it ends within available_s in the slot that frees first."""
+    slots, plan = [0.0] * workers, []
+    for rank, c in enumerate(missing):
+        est = estimate_s(c, rates, slow)
+        i = min(range(workers), key=slots.__getitem__)
+        if slots[i] + est <= available_s:
+            slots[i] += est
+            plan.append({"rank": rank, "cfg": c, "est_s": est, "end_s": slots[i]})
+    return plan
+
+
+def choose(missing: list[RunConfig], b: dict, available_s: float, default_workers: int) -> tuple[int, list[dict]]:
+    """The worker count whose plan trains the highest-priority runs (compared rank by rank, then more runs),
+    among 1 and each measured packed count; with no packed measurement, `default_workers`."""
+    rates = {"eager": b["eager"], "mfw": b["mfw"], "eval": b["eval"], "setup_s": b["setup_s"]}
+    options = {1: 1.0} if b["packed"] else {default_workers: 1.0 / default_workers}
+    options.update({k: v / k / b["eager"] for k, v in b["packed"].items()})
+    best = None
+    for w, slow in sorted(options.items()):
+        plan = plan_runs(missing, rates, w, min(1.0, slow), available_s)
+        score = tuple(p["rank"] for p in plan) + (math.inf,)
+        if best is None or score < best[0]:
+            best = (score, w, plan)
+    return best[1], best[2]
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _train_child(plan_path: str) -> int:
+    """The training process (its own process group, killed at the deadline). Started before the bench, so that
+    its interpreter start overlaps it: waits for the plan, then run_many over the planned runs."""
+    from .packing import RunFailures, run_many
+
+    path = Path(plan_path)
+    _die_with(os.getppid())
+    while not path.exists():
+        time.sleep(0.2)
+    p = json.loads(path.read_text())
+    if not p["configs"]:
+        return 0
+    cfgs = [RunConfig.from_dict(d) for d in p["configs"]]
+    try:
+        run_many(cfgs, device=p["device"], workers=p["workers"], executor="process", results=Path(p["results"]))
+    except RunFailures as e:
+        print(f"harvest: {e}", flush=True)
+        return 1
+    return 0
+
+
+def _start_child(plan_path: Path) -> subprocess.Popen:
+    """Start the training process now (it waits for plan_path); its output goes to the console and the log."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(store.REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    child = subprocess.Popen([sys.executable, "-m", "procrustes.harvest", "_train", str(plan_path)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def pump() -> None:
+        for line in child.stdout:
+            say("  | " + line.rstrip())
+
+    child.reader = threading.Thread(target=pump, daemon=True)  # type: ignore[attr-defined]
+    child.reader.start()  # type: ignore[attr-defined]
+    return child
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, to the training process group (the child and its pool workers)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if child.poll() is not None:
+            break
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+    child.reader.join(timeout=5)  # type: ignore[attr-defined]
+
+
+def _write_plan(plan_path: Path, plan: list[dict], workers: int, device: str, work: Path) -> None:
+    store.atomic_write_text(plan_path, json.dumps({"configs": [p["cfg"].to_dict() for p in plan], "workers": workers,
+                                                   "device": device, "results": str(work)}))
+
+
+def _finished(work: Path) -> list[tuple[str, str, dict]]:
+    """(profile, folder, result) of every finished, consistent result in the work store."""
+    out = []
+    for path in sorted(work.glob("*/*/result.json")):
+        profile, folder = path.parent.parent.name, path.parent.name
+        try:
+            res = json.loads(path.read_text())
+            check_result(res, profile, folder)
+            out.append((profile, folder, res))
+        except (ValueError, OSError) as e:
+            say(f"harvest: {path} left out ({e})")
+    return out
+
+
+def _train(child: subprocess.Popen, plan_path: Path, plan: list[dict], workers: int, device: str, work: Path,
+           deadline: float) -> int:
+    """Hand the plan to the training process and wait for it, at most until the deadline (then stop it: runs
+    that did not finish are left out). Returns its exit status."""
+    from tqdm.auto import tqdm
+
+    _write_plan(plan_path, plan, workers, device, work)
+    bar = tqdm(total=len(plan), desc="harvest runs", unit="run", mininterval=10)
+    done = 0
+    while child.poll() is None and time.time() < deadline:
+        time.sleep(1.0)
+        now = len(list(work.glob("*/*/result.json")))
+        if now > done:
+            bar.update(now - done)
+            done = now
+    bar.close()
+    if child.poll() is None:
+        say(f"harvest: budget reached, stopping the runs still training (process group {child.pid})")
+    _stop(child)
+    return child.returncode if child.returncode is not None else -9
+
+
+def write_archive(out_dir: Path, profile: str, finished: list[tuple[str, str, dict]], summary: dict) -> Path:
+    """One tar.gz: <profile>/<key>/result.json for each finished run, harvest.log and harvest-summary.json."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = out_dir / f"harvest-{profile}-{stamp}.tar.gz"
+    tmp = out_dir / f".{path.name}.{os.getpid()}.tmp"
+
+    def add(tar: tarfile.TarFile, name: str, text: str) -> None:
+        data = text.encode()
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(tmp, "w:gz") as tar:
+        for prof, folder, res in finished:
+            add(tar, f"{prof}/{folder}/result.json", json.dumps(res, indent=1) + "\n")
+        add(tar, "harvest-summary.json", json.dumps(summary, indent=1) + "\n")
+        add(tar, "harvest.log", "\n".join(LOG) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def harvest(*, smoke: bool, budget_s: float, t0: float, out: Path | None, work: Path | None,
+            committed: Path | None, compile_cap: float | None = None) -> int:
+    """The whole harvest (see the module docstring). Returns 0 when the archive holds at least one run."""
+    import torch
+
+    device = os.environ.get("HARVEST_DEVICE") or ("cpu" if smoke else "cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        say("harvest: no CUDA device here (use --smoke on a CPU)")
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="procrustes-harvest-"))
+    plan_path = tmp / "plan.json"
+    child = _start_child(plan_path)
+    try:
+        return _harvest(smoke, device, budget_s, t0, out, work or tmp / "store", committed, compile_cap, child,
+                        plan_path)
+    finally:
+        if child.poll() is None:
+            _write_plan(plan_path, [], 0, device, tmp)
+            _stop(child)
+
+
+def _harvest(smoke: bool, device: str, budget_s: float, t0: float, out: Path | None, work: Path, committed: Path | None,
+             compile_cap: float | None, child: subprocess.Popen, plan_path: Path) -> int:
+    import torch
+
+    profile, deadline = ("smoke" if smoke else "paper"), t0 + budget_s
+    out = out or Path(tempfile.mkdtemp(prefix="procrustes-harvest-out-"))
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"harvest: profile {profile}, device {device}, budget {budget_s:.0f} s ({deadline - time.time():.0f} s left), "
+        f"torch {torch.__version__}, work store {work}, committed store {committed or store.results_dir()}")
+
+    from .data import load_split
+
+    t = time.time()
+    for split in ("train", "test"):  # decode into the uint8 cache once, before any worker starts
+        load_split("cifar10", None, split)
+    say(f"harvest: CIFAR-10 loaded in {time.time() - t:.1f} s")
+    queue = priority_runs(profile)
+    _, missing = store.collect(queue, committed)
+    say(f"harvest: {len(queue) - len(missing)} of {len(queue)} candidate runs already committed, "
+        f"{len(missing)} missing")
+
+    first = missing[0] if missing else queue[0]
+    cap = float(os.environ.get("HARVEST_COMPILE_CAP_S", 0 if smoke else 45)) if compile_cap is None else compile_cap
+    cap = min(cap, 0.1 * budget_s)  # what compilation costs is training time lost
+    packs = [2] if smoke else [2, 3, 4]
+    b = measure(first, device, seconds=0.3 if smoke else 3.0, packs=packs, compile_cap=cap,
+                cap_s=max(10.0, min(120.0, deadline - time.time() - 30)))
+    n_first = images(first)[0]
+    say(bench_line(first, n_first, b))
+    summary: dict[str, Any] = {"profile": profile, "device": device, "budget_s": budget_s,
+                               "started_utc": store.now_utc(), "bench": dict(b), "committed": len(queue) - len(missing),
+                               "missing": len(missing), "planned": [], "finished": []}
+    finished: list[tuple[str, str, dict]] = []
+    if b["eager"] and missing:
+        # the pool's processes start an interpreter before the first run (the training process started already)
+        available = deadline - time.time() - ARCHIVE_RESERVE_S[profile] - b["start_s"]
+        workers, plan = choose(missing, b, available, default_workers=2)
+        summary["workers"] = workers
+        summary["planned"] = [{"key": p["cfg"].key(), "label": p["cfg"].label(), "est_s": round(p["est_s"], 1),
+                               "est_end_s": round(p["end_s"], 1)} for p in plan]
+        say(f"plan: {len(plan)} run(s) on {workers} worker(s) within {available:.0f} s"
+            + "".join(f"\n  {p['cfg'].label()} [{p['cfg'].key()}]: ~{p['est_s']:.0f} s, ends by ~{p['end_s']:.0f} s"
+                      for p in plan))
+        if plan:
+            child_rc = _train(child, plan_path, plan, workers, device, work, deadline - ARCHIVE_RESERVE_S[profile])
+            say(f"harvest: training ended (rc {child_rc}) with {deadline - time.time():.0f} s of the budget left")
+            finished = _finished(work)
+    elif not missing:
+        say("harvest: nothing missing")
+    else:
+        say("harvest: no training rate measured, nothing trained")
+    est = {p["key"]: p["est_s"] for p in summary["planned"]}
+    for prof, folder, res in finished:
+        pv = res.get("provenance", {})
+        summary["finished"].append({"key": folder, "label": RunConfig.from_dict(res["config"]).label(),
+                                    "wall_s": pv.get("wall_s"), "est_s": est.get(folder.split("-")[0]),
+                                    "train_images_per_s": pv.get("train_images_per_s"),
+                                    "test_error": res["summary"].get("test_error")})
+    summary["elapsed_s"] = round(time.time() - t0, 1)
+    say(f"harvest: {len(finished)} of {len(summary['planned'])} planned run(s) finished"
+        + "".join(f"\n  {f['label']} [{f['key']}]: test error {f['test_error']:.2f}%, wall {f['wall_s']} s "
+                  f"(estimated {f['est_s'] or 0:.0f} s)" for f in summary["finished"]))
+    path = write_archive(out, profile, finished, summary)
+    say(f"harvest: archive {path} ({len(finished)} result(s)); import it with: make harvest-import FILE={path.name}")
+    return 0 if finished else 1
+
+
+# ---------------------------------------------------------------- import
+
+
+def read_archive(path: Path) -> list[tuple[str, str, str, dict]]:
+    """(profile, folder, text, result) of every result.json in a harvest archive, all checked; ValueError naming
+    the first bad entry (then nothing may be imported)."""
+    entries, seen = [], set()
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for m in tar.getmembers():
+                if m.isdir() or m.name in ("harvest.log", "harvest-summary.json"):
+                    continue
+                parts = m.name.split("/")
+                if len(parts) != 3 or parts[2] != "result.json" or parts[0] not in PROFILES or not m.isfile():
+                    raise ValueError(f"{m.name}: not <profile>/<key>/result.json")
+                if m.name in seen:
+                    raise ValueError(f"{m.name}: twice in the archive")
+                seen.add(m.name)
+                text = tar.extractfile(m).read().decode()
+                try:
+                    res = json.loads(text)
+                except ValueError as e:
+                    raise ValueError(f"{m.name}: damaged json ({e})") from None
+                try:
+                    check_result(res, parts[0], parts[1])
+                except ValueError as e:
+                    raise ValueError(f"{m.name}: {e}") from None
+                entries.append((parts[0], parts[1], text, res))
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"damaged archive ({type(e).__name__}: {str(e)[:100]})") from None
+    return entries
+
+
+def import_archive(path: Path, root: Path | None = None) -> dict[str, list[str]]:
+    """Import a harvest archive into the store `root` (default: results/). Checks every entry first (ValueError:
+    nothing imported). A stored identical result is skipped; a stored different one is kept and the incoming one
+    written beside it as result.harvest-<stamp>.json. Every write is atomic."""
+    root = Path(root or store.results_dir())
+    entries = read_archive(path)
+    done: dict[str, list[str]] = {"imported": [], "identical": [], "kept aside": []}
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for profile, folder, text, res in entries:
+        dest = root / profile / folder / "result.json"
+        name = f"{profile}/{folder} ({RunConfig.from_dict(res['config']).label()})"
+        if dest.exists():
+            try:
+                same = json.loads(dest.read_text()) == res
+            except (ValueError, OSError):
+                same = False
+            if same:
+                done["identical"].append(name)
+                continue
+            i, aside = 0, dest.with_name(f"result.harvest-{stamp}.json")
+            while aside.exists():
+                i += 1
+                aside = dest.with_name(f"result.harvest-{stamp}-{i}.json")
+            store.atomic_write_text(aside, text)
+            done["kept aside"].append(f"{name}: differs from the stored result, written as {aside}")
+            continue
+        store.atomic_write_text(dest, text)
+        done["imported"].append(f"{name}: test error {res['summary'].get('test_error', float('nan')):.2f}%")
+    return done
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m procrustes.harvest", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="measure, train what fits in the budget, write one archive")
+    r.add_argument("--smoke", action="store_true", default=os.environ.get("HARVEST_SMOKE") == "1",
+                   help="CPU, smoke profile, 90 s (also HARVEST_SMOKE=1)")
+    r.add_argument("--budget", type=float, help="seconds (default $HARVEST_BUDGET_S, else 540, or 90 with --smoke)")
+    r.add_argument("--out", help="folder of the archive (default $OUT, else a new temporary folder)")
+    r.add_argument("--work", help="work result store (default $HARVEST_RESULTS, else a temporary folder)")
+    r.add_argument("--committed", help="store whose runs are skipped (default results/ or $PROCRUSTES_RESULTS)")
+    i = sub.add_parser("import", help="import a harvest archive into the result store")
+    i.add_argument("file")
+    i.add_argument("--results", help="store to import into (default results/ or $PROCRUSTES_RESULTS)")
+    t = sub.add_parser("_train", help=argparse.SUPPRESS)
+    t.add_argument("plan")
+    args = ap.parse_args(argv)
+    if args.cmd == "_train":
+        return _train_child(args.plan)
+    if args.cmd == "import":
+        try:
+            done = import_archive(Path(args.file), Path(args.results) if args.results else None)
+        except ValueError as e:
+            print(f"harvest-import: refused {args.file}: {e}; nothing imported", file=sys.stderr)
+            return 1
+        for what, names in done.items():
+            for n in names:
+                print(f"{what}: {n}")
+        print(f"harvest-import: {len(done['imported'])} imported, {len(done['identical'])} identical skipped, "
+              f"{len(done['kept aside'])} kept aside, from {args.file}")
+        return 0
+    env = lambda k: os.environ.get(k) or None  # noqa: E731
+    budget = args.budget or float(env("HARVEST_BUDGET_S") or (90 if args.smoke else 540))
+    t0 = float(env("HARVEST_T0") or time.time())
+    pick = lambda a, k: Path(a) if a else (Path(env(k)) if env(k) else None)  # noqa: E731
+    return harvest(smoke=args.smoke, budget_s=budget, t0=t0, out=pick(args.out, "OUT"),
+                   work=pick(args.work, "HARVEST_RESULTS"), committed=Path(args.committed) if args.committed else None)
+
+
+if __name__ == "__main__":
+    from procrustes import harvest as _h  # the importable module, so that spawned workers find its functions
+
+    sys.exit(_h.main())
