@@ -223,32 +223,41 @@ def minor_test(r: dict) -> float:
     return 100 * p.group_test_acc(r, p.minority_group(r))
 
 
-def verdict_underfit(results: list[dict], **meta) -> Verdict:
+def _erm_threshold(results: list[dict], claim: str, rule: str, statement: str, numbers, passes, describe,
+                   **meta) -> Verdict:
+    """A threshold claim on the ERM runs: numbers(run) -> dict, passes(dict) -> bool per seed, describe(col)
+    -> text, where col(name) gives {seed: that number}."""
     runs = by_seed(results, "erm")
-    st = "ERM under-fits the minority classes first, predicting most of their training images as major classes"
     if not runs:
-        return Verdict("1 under-fit first", st, RULES["1"], MISSING, "no ERM run", [], **meta)
-    nums = {s: underfit_numbers(r) for s, r in runs.items()}
-    passes = {s: n["minor_max"] < UNDERFIT_MAX_MINOR and n["to_major"] > UNDERFIT_MIN_TO_MAJOR for s, n in nums.items()}
-    k = next(iter(nums.values()))["epochs"]
-    text = (f"first {k} epoch{'s' if k != 1 else ''}: minority clean training accuracy at most {fmt({s: n['minor_max'] for s, n in nums.items()}, '%')}; "
-            f"majority {fmt({s: n['major_mean'] for s, n in nums.items()}, '%')} on average; minority images predicted "
-            f"as major {fmt({s: n['to_major'] for s, n in nums.items()}, '%')}; seeds passing: "
-            f"{sum(passes.values())}/{len(passes)}")
-    return Verdict("1 under-fit first", st, RULES["1"], threshold_test(passes), text, sorted(runs), **meta)
+        return Verdict(claim, statement, rule, MISSING, "no ERM run", [], **meta)
+    nums = {s: numbers(r) for s, r in runs.items()}
+    ok = {s: bool(passes(n)) for s, n in nums.items()}
+
+    def col(name: str) -> dict[int, float]:
+        return {s: n[name] for s, n in nums.items()}
+
+    text = f"{describe(col)}; seeds passing: {sum(ok.values())}/{len(ok)}"
+    return Verdict(claim, statement, rule, threshold_test(ok), text, sorted(runs), **meta)
+
+
+def verdict_underfit(results: list[dict], **meta) -> Verdict:
+    k = early_epochs(results[0]) if results else 0
+    return _erm_threshold(
+        results, "1 under-fit first", RULES["1"],
+        "ERM under-fits the minority classes first, predicting most of their training images as major classes",
+        underfit_numbers, lambda n: n["minor_max"] < UNDERFIT_MAX_MINOR and n["to_major"] > UNDERFIT_MIN_TO_MAJOR,
+        lambda col: (f"first {k} epoch{'s' if k != 1 else ''}: minority clean training accuracy at most "
+                     f"{fmt(col('minor_max'), '%')}; majority {fmt(col('major_mean'), '%')} on average; minority "
+                     f"images predicted as major {fmt(col('to_major'), '%')}"), **meta)
 
 
 def verdict_overfit(results: list[dict], **meta) -> Verdict:
-    runs = by_seed(results, "erm")
-    st = "ERM then over-fits the minority classes: fitted on the training set, not on the test set"
-    if not runs:
-        return Verdict("3 then over-fit", st, RULES["3"], MISSING, "no ERM run", [], **meta)
-    nums = {s: overfit_numbers(r) for s, r in runs.items()}
-    passes = {s: n["train"] >= OVERFIT_MIN_TRAIN and n["gap"] >= OVERFIT_MIN_GAP for s, n in nums.items()}
-    text = (f"last epoch, minority classes: clean training accuracy {fmt({s: n['train'] for s, n in nums.items()}, '%')}; "
-            f"test accuracy {fmt({s: n['test'] for s, n in nums.items()}, '%')}; gap "
-            f"{fmt({s: n['gap'] for s, n in nums.items()}, ' points')}; seeds passing: {sum(passes.values())}/{len(passes)}")
-    return Verdict("3 then over-fit", st, RULES["3"], threshold_test(passes), text, sorted(runs), **meta)
+    return _erm_threshold(
+        results, "3 then over-fit", RULES["3"],
+        "ERM then over-fits the minority classes: fitted on the training set, not on the test set",
+        overfit_numbers, lambda n: n["train"] >= OVERFIT_MIN_TRAIN and n["gap"] >= OVERFIT_MIN_GAP,
+        lambda col: (f"last epoch, minority classes: clean training accuracy {fmt(col('train'), '%')}; test accuracy "
+                     f"{fmt(col('test'), '%')}; gap {fmt(col('gap'), ' points')}"), **meta)
 
 
 def verdict_gradients(results: list[dict], **meta) -> Verdict:
@@ -263,40 +272,41 @@ def verdict_gradients(results: list[dict], **meta) -> Verdict:
                    f"minority/majority feature-gradient ratio {fmt(ratio, '', 2)}", sorted(runs), **meta)
 
 
-def verdict_gradient_balance(results: list[dict], **meta) -> Verdict:
+def _erm_vs_mfw(results: list[dict], claim: str, statement: str, rule: str, metric, names: tuple[str, str],
+                expect: int, unit: str = "", digits: int = 1, also: tuple[str, object, str, int] | None = None,
+                **meta) -> Verdict:
+    """compare() of metric(run) between the ERM and the MFW runs, seeds paired; `also` = (label, fn, unit,
+    digits) appends another per-seed number of both methods to the text, for reference."""
     erm, mfw = by_seed(results, "erm"), by_seed(results, "mfw")
-    a = {s: abs(math.log(grad_ratio_mean(r))) for s, r in erm.items()}
-    b = {s: abs(math.log(grad_ratio_mean(r))) for s, r in mfw.items()}
-    v = compare("5 MFW balances feature gradients", "MFW brings the minority/majority feature-gradient ratio closer to 1",
-                a, b, "ERM |log ratio|", "MFW |log ratio|", expect=-1, digits=2, **meta)
-    v.rule = RULES["5g"]
+    v = compare(claim, statement, {s: metric(r) for s, r in erm.items()}, {s: metric(r) for s, r in mfw.items()},
+                names[0], names[1], expect=expect, unit=unit, digits=digits, **meta)
+    v.rule = rule
     seeds = sorted(set(erm) & set(mfw))
-    if seeds:
-        v.numbers += ("; ratios: ERM " + fmt({s: grad_ratio_mean(erm[s]) for s in seeds}, "", 2) + ", MFW "
-                      + fmt({s: grad_ratio_mean(mfw[s]) for s in seeds}, "", 2))
+    if also and seeds:
+        label, fn, u, d = also
+        v.numbers += (f"; {label}: ERM " + fmt({s: fn(erm[s]) for s in seeds}, u, d) + ", MFW "
+                      + fmt({s: fn(mfw[s]) for s in seeds}, u, d))
     return v
+
+
+def verdict_gradient_balance(results: list[dict], **meta) -> Verdict:
+    return _erm_vs_mfw(results, "5 MFW balances feature gradients",
+                       "MFW brings the minority/majority feature-gradient ratio closer to 1", RULES["5g"],
+                       lambda r: abs(math.log(grad_ratio_mean(r))), ("ERM |log ratio|", "MFW |log ratio|"), expect=-1,
+                       digits=2, also=("ratios", grad_ratio_mean, "", 2), **meta)
 
 
 def verdict_train_balance(results: list[dict], **meta) -> Verdict:
-    erm, mfw = by_seed(results, "erm"), by_seed(results, "mfw")
-    v = compare("5 MFW balances training accuracy", "MFW raises the minority classes' clean training accuracy along training",
-                {s: minor_clean_mean(r) for s, r in erm.items()}, {s: minor_clean_mean(r) for s, r in mfw.items()},
-                "ERM", "MFW", expect=+1, unit="%", **meta)
-    v.rule = RULES["5a"]
-    seeds = sorted(set(erm) & set(mfw))
-    if seeds:
-        v.numbers += ("; majority classes (for reference): ERM " + fmt({s: major_clean_mean(erm[s]) for s in seeds}, "%")
-                      + ", MFW " + fmt({s: major_clean_mean(mfw[s]) for s in seeds}, "%"))
-    return v
+    return _erm_vs_mfw(results, "5 MFW balances training accuracy",
+                       "MFW raises the minority classes' clean training accuracy along training", RULES["5a"],
+                       minor_clean_mean, ("ERM", "MFW"), expect=+1, unit="%",
+                       also=("majority classes (for reference)", major_clean_mean, "%", 1), **meta)
 
 
 def verdict_minor_test(results: list[dict], **meta) -> Verdict:
-    erm, mfw = by_seed(results, "erm"), by_seed(results, "mfw")
-    v = compare("4 MFW raises minority test accuracy", "MFW raises the minority classes' last-epoch test accuracy",
-                {s: minor_test(r) for s, r in erm.items()}, {s: minor_test(r) for s, r in mfw.items()},
-                "ERM", "MFW", expect=+1, unit="%", **meta)
-    v.rule = RULES["4t"]
-    return v
+    return _erm_vs_mfw(results, "4 MFW raises minority test accuracy",
+                       "MFW raises the minority classes' last-epoch test accuracy", RULES["4t"], minor_test,
+                       ("ERM", "MFW"), expect=+1, unit="%", **meta)
 
 
 def verdict_error(results: list[dict], base: str, new: str, bench: str, claim: str, **meta) -> Verdict:
