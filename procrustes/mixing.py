@@ -4,6 +4,8 @@ MFW: pick example i with probability p(y_i) (high for major classes, 0 for minor
 the same batch and lam_i, replace the hidden feature h_i by lam_i h_i + (1 - lam_i) h_j at one mixing point,
 and KEEP the label y_i. Mixup, manifold mixup and Remix mix labels too; they are here for comparison.
 Each batch gets a `BatchMix`: a hook for the model's forward pass plus the targets and their coefficients.
+The math lives here once: the trainer (`plan_batch`, `BatchMix.hook`) and `procrustes.weaken` (forward hooks
+on any torch model) both draw with `draw_mfw` / `mixup_targets` and mix with `mix_features`.
 """
 from __future__ import annotations
 
@@ -46,10 +48,50 @@ def draw_lam(law: str, size: int, rng: np.random.Generator, lam_min: float = 0.5
 
 
 def mix_features(h: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """lam_i * h_i + (1 - lam_i) * h_perm(i); lam = 1 leaves h_i exactly as it was."""
+    """lam_i * h_i + (1 - lam_i) * h_perm(i); lam = 1 leaves h_i exactly as it was.
+
+    Computed in h's dtype (bf16 under autocast) along its first (batch) dimension, whatever the other
+    dimensions are (NCHW or channels_last maps, (B, N, D) tokens, (B, D) vectors)."""
     shape = (-1,) + (1,) * (h.dim() - 1)
     lam = lam.to(h.dtype).view(shape)
     return lam * h + (1 - lam) * h[perm]
+
+
+def draw_mfw(y: torch.Tensor, probs, law: str, lam_min: float, alpha: float, gen: torch.Generator,
+             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The MFW draws of one batch with labels y: (perm, lam, chosen), in this order of draws (the trainer's,
+    kept bit for bit): the partners perm (randperm, gen), a selection coin per example (rand, gen; example i is
+    chosen when its coin < probs[y_i]), lam per example from `law` (rng); lam is 1 for examples not chosen."""
+    b, dev = y.numel(), y.device
+    perm = torch.randperm(b, generator=gen, device=dev)
+    p = torch.as_tensor(probs, dtype=torch.float32, device=dev)
+    chosen = torch.rand(b, generator=gen, device=dev) < p[y]
+    lam = torch.tensor(draw_lam(law, b, rng, lam_min, alpha), dtype=torch.float32, device=dev)
+    lam = torch.where(chosen, lam, torch.ones(b, device=dev))
+    return perm, lam, chosen
+
+
+def mixup_targets(y: torch.Tensor, perm: torch.Tensor, lam: float, counts=None, remix_kappa: float = 3.0,
+                  remix_tau: float = 0.5) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """(targets, coefs, lam_x) of the label-mixing methods with one lam per batch: the features mix with lam_x
+    (lam for every example) and the label of example i is lam_y y_i + (1 - lam_y) y_perm(i). lam_y = lam
+    (mixup, manifold mixup) unless `counts` is given: Remix (Chou et al. 2020) gives the label to the minor
+    side when the counts differ by remix_kappa or more and the minor side's share of the features is at
+    least 1 - remix_tau."""
+    b, dev = y.numel(), y.device
+    lam_x = torch.full((b,), lam, device=dev)
+    lam_y = lam_x.clone()
+    if counts is not None:
+        n = torch.tensor(np.asarray(counts, np.float64), dtype=torch.float32, device=dev)
+        r = n[y] / n[y[perm]]
+        lam_y = torch.where((r >= remix_kappa) & (lam_x < remix_tau), torch.zeros_like(lam_y), lam_y)
+        lam_y = torch.where((r <= 1 / remix_kappa) & (1 - lam_x < remix_tau), torch.ones_like(lam_y), lam_y)
+    return [y, y[perm]], [lam_y, 1 - lam_y], lam_x
+
+
+def mfw_is_active(active: str, epoch: int, drw_epoch: int) -> bool:
+    """mfw_active: "always", or "until-drw" (off from drw_epoch on)."""
+    return not (active == "until-drw" and epoch >= drw_epoch)
 
 
 @dataclass
@@ -72,28 +114,25 @@ class BatchMix:
 
 
 def plan_batch(cfg, y: torch.Tensor, counts, epoch: int, drw_epoch: int, gen: torch.Generator, rng: np.random.Generator) -> BatchMix:
-    """The BatchMix of one batch for cfg.mixer (None: plain training)."""
+    """The BatchMix of one batch for cfg.mixer (None: plain training).
+
+    The random draws, in order: MFW: `draw_mfw` (partners and coins from gen, lam from rng), then the point
+    from rng when mfw_point="random"; the label-mixing methods: partners (gen), lam (rng), then the point
+    (rng) for manifold mixup. `procrustes.weaken` draws through the same functions in the same order."""
     b, dev = y.numel(), y.device
     ones = torch.ones(b, device=dev)
     mixer = cfg.mixer
-    if mixer is None or (mixer == "mfw" and cfg.mfw_active == "until-drw" and epoch >= drw_epoch):
+    if mixer is None or (mixer == "mfw" and not mfw_is_active(cfg.mfw_active, epoch, drw_epoch)):
         return BatchMix([y], [ones])
-    perm = torch.randperm(b, generator=gen, device=dev)
     if mixer == "mfw":
-        p = torch.tensor(selection_probs(counts, cfg.mfw_select, cfg.mfw_prob, cfg.mfw_gamma), dtype=torch.float32, device=dev)
-        chosen = torch.rand(b, generator=gen, device=dev) < p[y]
-        lam = torch.tensor(draw_lam(cfg.mfw_lam, b, rng, cfg.mfw_lam_min, cfg.mfw_alpha), dtype=torch.float32, device=dev)
-        lam = torch.where(chosen, lam, ones)
+        probs = selection_probs(counts, cfg.mfw_select, cfg.mfw_prob, cfg.mfw_gamma)
+        perm, lam, chosen = draw_mfw(y, probs, cfg.mfw_lam, cfg.mfw_lam_min, cfg.mfw_alpha, gen, rng)
         point = cfg.mfw_point if cfg.mfw_point != "random" else str(rng.choice(list(cfg.mfw_random_points)))
         return BatchMix([y], [ones], point, perm, lam, chosen)
     # label-mixing relatives: one lam per batch, as in mixup
+    perm = torch.randperm(b, generator=gen, device=dev)
     lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
     point = "input" if mixer in ("mixup", "remix") else str(rng.choice(list(cfg.manifold_points)))
-    lam_x = torch.full((b,), lam, device=dev)
-    lam_y = lam_x.clone()
-    if mixer == "remix":  # Chou et al. 2020: the label goes to the minor side when the counts differ enough
-        n = torch.tensor(np.asarray(counts, np.float64), dtype=torch.float32, device=dev)
-        r = n[y] / n[y[perm]]
-        lam_y = torch.where((r >= cfg.remix_kappa) & (lam_x < cfg.remix_tau), torch.zeros_like(lam_y), lam_y)
-        lam_y = torch.where((r <= 1 / cfg.remix_kappa) & (1 - lam_x < cfg.remix_tau), torch.ones_like(lam_y), lam_y)
-    return BatchMix([y, y[perm]], [lam_y, 1 - lam_y], point, perm, lam_x)
+    remix = counts if mixer == "remix" else None  # Chou et al. 2020: the label goes to the minor side
+    targets, coefs, lam_x = mixup_targets(y, perm, lam, remix, cfg.remix_kappa, cfg.remix_tau)
+    return BatchMix(targets, coefs, point, perm, lam_x)

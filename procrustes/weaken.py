@@ -1,0 +1,521 @@
+"""Major feature weakening (MFW) for any PyTorch model, at a submodule named by its dotted path.
+
+    w = MajorFeatureWeakening(model, layer="layer2", class_counts=counts, select="median", lam="uniform",
+                              lam_min=0.5, prob=1.0, seed=0)
+    with w:                                    # or w.attach() ... w.detach()
+        for x, y in loader:
+            w.set_labels(y)                    # before EACH training forward pass
+            loss = F.cross_entropy(model(x), y)  # the label is KEPT (not mixed)
+            opt.zero_grad(); loss.backward(); opt.step()
+
+A standard forward hook (`register_forward_hook`, returning the mixed output) replaces the layer's output h by
+lam_i h_i + (1 - lam_i) h_perm(i) for the examples MFW selects; the model's code is not touched and `detach()`
+(or leaving the `with` block) removes the hook. The draws and the math are those of the trainer, one
+implementation in `procrustes.mixing` (`selection_probs`, `draw_lam`, `draw_mfw`, `mix_features`): with the
+same generators, weakening the output of "stages.stage1" of `procrustes.models.resnet32` computes exactly
+what the trainer's `model(x, plan_batch(...).hook)` computes (tests/test_weaken.py checks it bit for bit).
+
+`ManifoldMixup` is the same path for the label-mixing relatives (manifold mixup, and Remix at a layer): it
+mixes labels too, so the loss needs the plan's targets and coefficients: `loss = w.loss(model(x))`.
+
+Rules (each broken one raises `WeakeningError`, a ValueError, with a one-line message):
+- set_labels(y) before each forward pass in training mode (`model.training`); a training forward pass without
+  fresh labels is an error (stale labels from the previous pass are never reused). Eval mode is untouched and
+  needs no labels. For another training-mode pass (without weakening) use `with w.paused(): ...`.
+- the layer's output (or, with where="input", its first positional input) is a tensor with the batch first
+  (NCHW or channels_last maps, (B, N, D) tokens, (B, D) vectors), or a tuple whose FIRST element is such a
+  tensor: only that element is mixed, the others pass unchanged (e.g. nn.MultiheadAttention's (out, weights)).
+- single device: the plan follows the feature's device, but a module run on several replicas
+  (nn.DataParallel) sees parts of the batch and fails the batch-size check. A layer called twice in one
+  forward pass, or re-run by activation checkpointing, also fails (its labels are stale on the second call).
+- mixing happens in the feature's dtype (bf16 under autocast), as in the trainer.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MFW_LAM, MFW_SELECT
+from .mixing import BatchMix, draw_mfw, mix_features, mixup_targets, plan_batch, selection_probs
+
+WHERE = ("output", "input")
+
+
+class WeakeningError(ValueError):
+    """Misuse of MajorFeatureWeakening / ManifoldMixup: a one-line message that says what to do."""
+
+
+def find_layer(model: nn.Module, layer: str) -> nn.Module:
+    """model's submodule at the dotted path `layer` ("layer2", "features.6", "encoder.layers.3"); "" is the
+    model itself. WeakeningError with the closest names when there is none."""
+    if not isinstance(layer, str):
+        raise WeakeningError(f"layer must be a dotted submodule name (str), not {type(layer).__name__}")
+    try:
+        return model.get_submodule(layer)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(layer, names, n=5, cutoff=0.6)
+        hint = f"close matches: {', '.join(close)}" if close else \
+            f"its top-level submodules: {', '.join(n for n, _ in model.named_children()) or '(none)'}"
+        raise WeakeningError(f"no submodule {layer!r} in {type(model).__name__}; {hint}") from None
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise WeakeningError(message)
+
+
+def _number(value: Any, name: str, lo: float, hi: float = math.inf, strict: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if strict else value >= lo) and value <= hi
+    _check(ok, f"impossible {name} {value!r}: a finite number in {'(' if strict else '['}{lo:g}, {hi:g}]")
+    return float(value)
+
+
+class _Used:
+    """The state after a training forward pass consumed the labels (stale until set_labels again)."""
+
+
+_UNSET, _USED = object(), _Used()
+
+
+class LayerMixing:
+    """Mix the feature at one named submodule with a per-batch plan (a `procrustes.mixing.BatchMix`), through a
+    forward hook (where="output", the module's output) or a forward pre-hook (where="input", its first
+    positional input; with layer="" that is the model's input). The subclasses make the plans from labels;
+    `set_plan` gives one directly (None: nothing to mix in the next pass)."""
+
+    def __init__(self, model: nn.Module, layer: str, where: str = "output"):
+        _check(isinstance(model, nn.Module), f"model must be a torch.nn.Module, not {type(model).__name__}")
+        _check(where in WHERE, f"unknown where {where!r}: choose output or input")
+        _check(layer != "" or where == "input",
+               'layer "" is the whole model: name a submodule, or mix the model\'s input with where="input"')
+        self.model, self.layer, self.where = model, layer, where
+        self.module = find_layer(model, layer)
+        self.plan: BatchMix | None = None  # the plan of the last set_labels / set_plan
+        self._state: Any = _UNSET
+        self._handle = None
+        self._paused = False
+
+    def __repr__(self) -> str:
+        at = "input of" if self.where == "input" else "output of"
+        state = "attached" if self.attached else "detached"
+        return f"{type(self).__name__}({at} {self.layer or type(self.model).__name__!r}, {state})"
+
+    # ---- attach / detach ----------------------------------------------------------------------------
+    @property
+    def attached(self) -> bool:
+        return self._handle is not None
+
+    def attach(self) -> "LayerMixing":
+        """Register the hook (returns self); WeakeningError when already attached. Labels set before stay set."""
+        _check(not self.attached, f"{self!r} is already attached")
+        if self.where == "output":
+            self._handle = self.module.register_forward_hook(self._forward_hook)
+        else:
+            self._handle = self.module.register_forward_pre_hook(self._pre_hook)
+        return self
+
+    def detach(self) -> None:
+        """Remove the hook and forget unused labels: the model is exactly as before attach(). Safe to call
+        when not attached."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._state = _UNSET
+
+    def __enter__(self) -> "LayerMixing":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Training-mode forward passes inside the block are left alone and consume no labels."""
+        old, self._paused = self._paused, True
+        try:
+            yield self
+        finally:
+            self._paused = old
+
+    # ---- plans ----------------------------------------------------------------------------------------
+    def set_plan(self, plan: BatchMix | None) -> None:
+        """The plan of the next training forward pass (perm and lam per example); None: mix nothing in it."""
+        self.plan = plan
+        self._state = plan
+
+    def _labels(self, y) -> torch.Tensor:
+        y = torch.as_tensor(y)
+        _check(y.dim() == 1 and not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool,
+               f"labels must be a 1-D tensor of class indices, got {tuple(y.shape)} {y.dtype}")
+        _check(y.numel() >= 1, "labels of an empty batch")
+        return y.long()
+
+    def loss(self, logits: torch.Tensor, loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
+        """The batch loss with the plan's targets and coefficients: sum_k sum_i coef_ki l(logits_i, t_ki) /
+        sum_k sum_i coef_ki (`procrustes.losses.reduce`, unit class weights). For MFW it is the plain mean of
+        loss_fn(logits, y) (labels kept); for manifold mixup / Remix the mixed-label loss. loss_fn(logits,
+        target, reduction="none") must give per-example losses."""
+        from .losses import reduce
+
+        _check(self.plan is not None, f"{self!r}: no plan: call set_labels(y) before the forward pass")
+        dev = logits.device
+        targets, coefs = [t.to(dev) for t in self.plan.targets], [c.to(dev) for c in self.plan.coefs]
+        losses = [loss_fn(logits, t, reduction="none") for t in targets]
+        return reduce(losses, targets, coefs, torch.ones(logits.shape[-1], device=dev))
+
+    # ---- the hooks --------------------------------------------------------------------------------------
+    def _take(self) -> BatchMix | None:
+        """The plan of this forward pass (consumed), or None to leave the feature alone."""
+        if not self.model.training or self._paused:
+            return None
+        state = self._state
+        if state is _UNSET:
+            raise WeakeningError(f"{self!r}: no labels for this training forward pass: call set_labels(y) "
+                                 f"before each one (or run it in eval mode, or inside `with w.paused():`)")
+        if state is _USED:
+            raise WeakeningError(f"{self!r}: stale labels: the last set_labels(y) was already used by a forward "
+                                 f"pass; call set_labels(y) before each training forward pass")
+        self._state = _USED
+        return state if state is not None and state.perm is not None else None
+
+    def _mix(self, h: Any, plan: BatchMix, what: str) -> torch.Tensor:
+        _check(isinstance(h, torch.Tensor),
+               f"{what} of {self.layer!r} is a {type(h).__name__}: expected a tensor, or a tuple whose first element is one")
+        b = plan.perm.numel()
+        _check(h.dim() >= 1, f"{what} of {self.layer!r} has no batch dimension (shape {tuple(h.shape)}); "
+                             f"labels are for {b} examples")
+        _check(h.shape[0] == b, f"batch size differs: labels for {b} examples, {what} of {self.layer!r} has shape "
+                                f"{tuple(h.shape)} (the batch must come first)")
+        return mix_features(h, plan.perm.to(h.device), plan.lam.to(h.device))
+
+    def _forward_hook(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        plan = self._take()
+        if plan is None:
+            return None  # output unchanged
+        if isinstance(output, tuple) and output:  # mix the first element, keep the others
+            rest = [self._mix(output[0], plan, "the first element of the output")] + list(output[1:])
+            return type(output)(*rest) if hasattr(output, "_fields") else tuple(rest)
+        return self._mix(output, plan, "the output")
+
+    def _pre_hook(self, module: nn.Module, args: tuple) -> Any:
+        plan = self._take()
+        if plan is None:
+            return None
+        _check(len(args) >= 1, f"{self.layer or 'the model'!r} was called without a positional input to mix")
+        return (self._mix(args[0], plan, "the input"),) + tuple(args[1:])
+
+    # ---- generators -------------------------------------------------------------------------------------
+    def _init_generators(self, seed: int, generator: torch.Generator | None, rng: np.random.Generator | None) -> None:
+        _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63, f"impossible seed {seed!r}")
+        self.seed, self._gen, self.rng = seed, generator, rng if rng is not None else np.random.default_rng(seed)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """The torch generator of the draws on the labels' device (made from `seed` on first use)."""
+        if self._gen is None:
+            self._gen = torch.Generator(device=device).manual_seed(self.seed)
+        gdev = torch.device(self._gen.device)
+        _check(gdev.type == device.type, f"labels on {device} but the generator is on {gdev}: keep the labels "
+                                         f"on one device (or pass generator= on theirs)")
+        return self._gen
+
+
+def staged_point_mixers(model: nn.Module) -> dict[str, LayerMixing]:
+    """One (detached) LayerMixing per mixing point of this package's StagedNet (`procrustes.models`): "input"
+    is the model's input, "feature" the input of `fc`, any other point the output of `stages.<point>`. Giving a
+    batch's BatchMix to the mixer of mix.point (and None to the others) computes what `model(x, mix.hook)`
+    computes, bit for bit: the trainer's mixing through forward hooks."""
+    _check(hasattr(model, "points") and hasattr(model, "stages"), f"{type(model).__name__} is not a procrustes StagedNet")
+    where = {"input": ("", "input"), "feature": ("fc", "input")}
+    return {p: LayerMixing(model, *where.get(p, (f"stages.{p}", "output"))) for p in model.points}
+
+
+class MajorFeatureWeakening(LayerMixing):
+    """MFW at the output (or input) of `model`'s submodule `layer`, the reconstructed method of the paper.
+
+    Per training batch (after set_labels(y)): example i is selected with probability p(y_i) from the class
+    counts (`select`: median, power, inverse, all; `prob` the largest, `gamma` the exponent of power), a partner
+    perm(i) is drawn from the batch and lam_i from `lam` (uniform on [lam_min, 1], beta(alpha, alpha),
+    beta-folded); the feature h_i of a selected example becomes lam_i h_i + (1 - lam_i) h_perm(i), the others
+    stay exactly as they were, and the label y_i is kept. `until_epoch`: weakening stops from that epoch on
+    (set_epoch(e) each epoch; None: always), like mfw_active="until-drw". Draws come from `generator` (torch,
+    partners and coins) and `rng` (numpy, lam), made from `seed` unless given: the trainer's two streams.
+    `set_labels` returns the plan (a `BatchMix`: perm, lam, the `weakened` mask).
+    """
+
+    def __init__(self, model: nn.Module, layer: str, class_counts, *, select: str = "median", prob: float = 1.0,
+                 gamma: float = 1.0, lam: str = "uniform", lam_min: float = 0.5, alpha: float = 1.0,
+                 until_epoch: int | None = None, seed: int = 0, generator: torch.Generator | None = None,
+                 rng: np.random.Generator | None = None, where: str = "output"):
+        _check(select in MFW_SELECT, f"unknown select {select!r}: choose one of {', '.join(MFW_SELECT)}")
+        _check(lam in MFW_LAM, f"unknown law of lam {lam!r}: choose one of {', '.join(MFW_LAM)}")
+        self.prob = _number(prob, "prob", 0.0, 1.0)
+        self.gamma = _number(gamma, "gamma", 0.0)
+        self.lam_min = _number(lam_min, "lam_min", 0.0, 1.0)
+        self.alpha = _number(alpha, "alpha", 0.0, strict=True)
+        counts = np.asarray(class_counts, dtype=np.float64)
+        _check(counts.ndim == 1 and counts.size >= 1 and np.all(np.isfinite(counts)) and np.all(counts >= 0)
+               and counts.sum() > 0, f"class_counts must be the training images per class (>= 0), got {class_counts!r}")
+        _check(until_epoch is None or (isinstance(until_epoch, int) and until_epoch >= 0),
+               f"impossible until_epoch {until_epoch!r}: an epoch >= 0, or None")
+        super().__init__(model, layer, where)
+        self.class_counts = [int(c) if float(c).is_integer() else float(c) for c in counts]
+        self.select, self.lam_law, self.until_epoch = select, lam, until_epoch
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.probs = selection_probs(counts, select, self.prob, self.gamma)  # p(c), the trainer's rule
+        self.epoch = 0
+        self._probs_t: torch.Tensor | None = None
+        self._init_generators(seed, generator, rng)
+
+    @classmethod
+    def from_config(cls, model: nn.Module, layer: str, cfg, counts, **kwargs) -> "MajorFeatureWeakening":
+        """MFW with a RunConfig's choices: mfw_select, mfw_prob, mfw_gamma, mfw_lam, mfw_lam_min, mfw_alpha,
+        mfw_active ("until-drw": until the config's DRW epoch), seed. The layer is given here (mfw_point names
+        a point of this package's models). kwargs (generator, rng, where, seed) override."""
+        _check(cfg.mixer in (None, "mfw"), f"config method {cfg.method!r} mixes labels: use ManifoldMixup.from_config")
+        until = cfg.schedule()[3] if cfg.mfw_active == "until-drw" else None
+        opts = dict(select=cfg.mfw_select, prob=cfg.mfw_prob, gamma=cfg.mfw_gamma, lam=cfg.mfw_lam,
+                    lam_min=cfg.mfw_lam_min, alpha=cfg.mfw_alpha, until_epoch=until, seed=cfg.seed)
+        return cls(model, layer, counts, **{**opts, **kwargs})
+
+    @property
+    def active(self) -> bool:
+        return self.until_epoch is None or self.epoch < self.until_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """The current epoch (0-based), for until_epoch."""
+        self.epoch = int(epoch)
+
+    def set_labels(self, y) -> BatchMix:
+        """The labels of the next training forward pass; draws its plan (no draw when inactive, as the trainer)."""
+        y = self._labels(y)
+        if y.device.type == "cpu":  # a check that would wait for the device elsewhere
+            _check(int(y.min()) >= 0 and int(y.max()) < len(self.probs),
+                   f"labels must lie in 0..{len(self.probs) - 1} (one class count each), got {int(y.min())}..{int(y.max())}")
+        ones = torch.ones(y.numel(), device=y.device)
+        if not self.active:
+            plan = BatchMix([y], [ones])
+        else:
+            gen = self._generator(y.device)
+            if self._probs_t is None or self._probs_t.device != y.device:
+                self._probs_t = torch.as_tensor(self.probs, dtype=torch.float32, device=y.device)
+            perm, lam, chosen = draw_mfw(y, self._probs_t, self.lam_law, self.lam_min, self.alpha, gen, self.rng)
+            plan = BatchMix([y], [ones], self.layer, perm, lam, chosen)
+        self.set_plan(plan)
+        return plan
+
+
+class ManifoldMixup(LayerMixing):
+    """Manifold mixup at one named layer (Verma et al. 2019), and Remix there when remix=True (Chou et al.
+    2020; needs class_counts): one lam ~ Beta(alpha, alpha) per batch, h_i -> lam h_i + (1 - lam) h_perm(i) for
+    every example, and the label mixed too, so compute the loss with `w.loss(logits)`. Same draws as the
+    trainer's (partners from the torch generator, lam from rng), without its random choice of point."""
+
+    def __init__(self, model: nn.Module, layer: str, *, alpha: float = 1.0, class_counts=None, remix: bool = False,
+                 remix_kappa: float = 3.0, remix_tau: float = 0.5, seed: int = 0,
+                 generator: torch.Generator | None = None, rng: np.random.Generator | None = None, where: str = "output"):
+        self.alpha = _number(alpha, "alpha", 0.0, strict=True)
+        self.remix_kappa = _number(remix_kappa, "remix_kappa", 0.0, strict=True)
+        self.remix_tau = _number(remix_tau, "remix_tau", 0.0, 1.0)
+        _check(not remix or class_counts is not None, "remix=True needs class_counts")
+        super().__init__(model, layer, where)
+        self.remix, self.class_counts = remix, class_counts
+        self._init_generators(seed, generator, rng)
+
+    @classmethod
+    def from_config(cls, model: nn.Module, layer: str, cfg, counts=None, **kwargs) -> "ManifoldMixup":
+        """From a RunConfig whose method mixes labels (mixup, manifold-mixup, remix) at `layer`."""
+        _check(cfg.mixer in ("mixup", "manifold-mixup", "remix"),
+               f"config method {cfg.method!r} does not mix labels: use MajorFeatureWeakening.from_config")
+        opts = dict(alpha=cfg.mixup_alpha, class_counts=counts, remix=cfg.mixer == "remix",
+                    remix_kappa=cfg.remix_kappa, remix_tau=cfg.remix_tau, seed=cfg.seed)
+        return cls(model, layer, **{**opts, **kwargs})
+
+    def set_labels(self, y) -> BatchMix:
+        y = self._labels(y)
+        perm = torch.randperm(y.numel(), generator=self._generator(y.device), device=y.device)
+        lam = float(self.rng.beta(self.alpha, self.alpha))
+        targets, coefs, lam_x = mixup_targets(y, perm, lam, self.class_counts if self.remix else None,
+                                              self.remix_kappa, self.remix_tau)
+        plan = BatchMix(targets, coefs, self.layer, perm, lam_x)
+        self.set_plan(plan)
+        return plan
+
+
+# ---------------------------------------------------------------------------------- a plain training loop
+
+
+# The sizes of notebooks/08_your_model.ipynb per profile: training images a class at most (before the
+# imbalance), test images a class, epochs, batch size. smoke: seconds of CPU (nbval); cpu: minutes on 2 cores.
+DEMO_SIZES = {
+    "smoke": {"max_per_class": 40, "test_per_class": 20, "epochs": 2, "batch_size": 32},
+    "cpu": {"max_per_class": 400, "test_per_class": 200, "epochs": 12, "batch_size": 64},
+    "paper": {"max_per_class": None, "test_per_class": None, "epochs": 60, "batch_size": 128},
+}
+
+
+def demo_sizes(profile: str | None = None, **overrides) -> tuple[str, dict]:
+    """(profile, sizes) of notebook 08: profile None reads $PROCRUSTES_PROFILE, else "cpu"; overrides that
+    are not None replace the profile's values (max_per_class, test_per_class, epochs, batch_size)."""
+    import os
+
+    profile = profile or os.environ.get("PROCRUSTES_PROFILE") or "cpu"
+    _check(profile in DEMO_SIZES, f"unknown profile {profile!r}: choose one of {', '.join(DEMO_SIZES)}")
+    unknown = set(overrides) - set(DEMO_SIZES[profile])
+    _check(not unknown, f"unknown size(s) {', '.join(sorted(unknown))}: choose among {', '.join(DEMO_SIZES[profile])}")
+    return profile, {**DEMO_SIZES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def load_image_data(root=None, imbalance: str = "step", ratio: float = 10, max_per_class: int | None = None,
+                    test_per_class: int | None = None, subset_seed: int = 0):
+    """An ImageFolder tree ROOT/{train,test}/<class>/* (default: the CIFAR-10 JPEGs at data/cifar10) as a
+    `procrustes.data.Benchmark` (uint8 arrays): the training set made imbalanced with the LDAM-DRW rule
+    (`imbalance` exp/step/none, ratio rho, n_max = min(max_per_class, largest class)), the test set cut to the
+    first `test_per_class` images of each class (None: all)."""
+    from .config import make_config
+    from .data import default_root, load_benchmark
+    from .train import balanced_subset
+
+    cfg = make_config("paper", dataset="imagefolder", imbalance=imbalance, ratio=ratio, max_per_class=max_per_class,
+                      subset_seed=subset_seed)
+    bench = load_benchmark(cfg, root if root is not None else default_root("cifar10"))
+    keep = balanced_subset(bench.test_y, test_per_class)
+    bench.test_x, bench.test_y = bench.test_x[keep], bench.test_y[keep]
+    return bench
+
+
+def fit(model: nn.Module, data, epochs: int, batch_size: int = 64, lr: float = 0.05,
+        weakening: LayerMixing | None = None, seed: int = 0, device: str | torch.device = "cpu") -> list[float]:
+    """A plain PyTorch training loop (SGD, cosine lr, pad-crop-flip augmentation) of `model` on data.train_x /
+    train_y (a Benchmark); with `weakening`, the three lines marked MFW are what it adds. Returns the mean
+    training loss of each epoch."""
+    from .augment import augment, normalise
+
+    x, y, s, gen = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y), data.spec, torch.Generator().manual_seed(seed)
+    steps = len(y) // batch_size  # full batches only (BatchNorm needs more than one example)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps))
+    model.to(device).train()
+    losses = []
+    with weakening if weakening is not None else contextlib.nullcontext():  # MFW: attach the hook
+        for epoch in range(epochs):
+            if isinstance(weakening, MajorFeatureWeakening):
+                weakening.set_epoch(epoch)  # only matters with until_epoch
+            total = 0.0
+            for idx in torch.randperm(len(y), generator=gen)[: steps * batch_size].split(batch_size):
+                xb = normalise(augment(x[idx], s.pad, gen)[0], s.mean, s.std).to(device)
+                yb = y[idx].to(device)
+                if weakening is not None:
+                    weakening.set_labels(yb)  # MFW: this batch's labels, before the forward pass
+                loss = F.cross_entropy(model(xb), yb)  # MFW keeps the labels: the loss is unchanged
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item()
+            losses.append(total / max(1, steps))
+    return losses
+
+
+def per_class_accuracy(model: nn.Module, data, device: str | torch.device = "cpu") -> np.ndarray:
+    """Top-1 accuracy of each class on data.test_x / test_y (eval mode, no augmentation)."""
+    from .train import evaluate
+
+    x, y = torch.from_numpy(data.test_x).to(device), torch.from_numpy(data.test_y).to(device)
+    correct, total, _ = evaluate(model, x, y, len(data.counts), data.spec.mean, data.spec.std, bf16=False, batch=256)
+    return (correct / total.clamp(min=1)).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------- bench
+
+
+def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128, threads: int = 1, layer: str = "stage1",
+                        seed: int = 0, out: Callable[[str], None] | None = print) -> dict:
+    """Training images/s of `procrustes.models.resnet32` with MFW at `layer` (CPU, `threads` threads, batch
+    `batch_size`, SGD): the trainer's built-in hook path (`model(x, plan_batch(...).hook)`) against this
+    module's forward hook (`w.set_labels(y); model(x)`), same process, same model, `rounds` alternating rounds
+    of `steps` steps each (the order flips every round), after one warm-up step of each. Returns (and prints)
+    the median images/s of each and their ratio hook/built-in, in wall-clock time and in this process's CPU
+    time (images per CPU-second: less moved by other processes on a busy machine)."""
+    from .config import make_config
+    from .models import resnet32
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cfg = make_config("paper", method="mfw", mfw_point=layer)
+        counts = [5000] * 5 + [50] * 5  # CIFAR-10 step-100: half the classes are weakened
+        torch.manual_seed(seed)
+        model = resnet32(10).to(memory_format=torch.channels_last).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+        y = torch.arange(batch_size) % 10
+        gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+        w = MajorFeatureWeakening.from_config(model, f"stages.{layer}", cfg, counts)
+
+        def builtin() -> None:
+            mix = plan_batch(cfg, y, counts, 0, cfg.epochs, gen, rng)
+            loss = F.cross_entropy(model(x, mix.hook), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def hooked() -> None:
+            w.set_labels(y)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def timed(name: str, n: int) -> tuple[float, float]:
+            """(images per wall-clock second, images per CPU second of this process)."""
+            if name == "forward hook":
+                w.attach()
+            try:
+                t0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(n):
+                    (hooked if name == "forward hook" else builtin)()
+                return n * batch_size / (time.perf_counter() - t0), n * batch_size / (time.process_time() - c0)
+            finally:
+                w.detach()
+
+        names = ["built-in hook", "forward hook"]
+        for name in names:
+            timed(name, 1)  # warm-up
+        rates: dict[str, list[float]] = {n: [] for n in names}
+        cpu_rates: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(rounds):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                wall, cpu = timed(name, steps)
+                rates[name].append(wall)
+                cpu_rates[name].append(cpu)
+                if out:
+                    out(f"round {r + 1}/{rounds}: {name}: {wall:.1f} img/s wall, {cpu:.1f} img per CPU-s")
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu_rates.items()}
+        ratio = med["forward hook"] / med["built-in hook"]
+        cpu_ratio = cpu_med["forward hook"] / cpu_med["built-in hook"]
+        if out:
+            out(f"median: built-in hook {med['built-in hook']:.1f} img/s, forward hook {med['forward hook']:.1f} img/s "
+                f"(ResNet-32, batch {batch_size}, CPU, {threads} thread(s), MFW at {layer}); per CPU-second: "
+                f"{cpu_med['built-in hook']:.1f} and {cpu_med['forward hook']:.1f}")
+            out(f"ratio forward hook/built-in: {ratio:.3f} (wall), {cpu_ratio:.3f} (CPU time)")
+        return {"rates": rates, "median": med, "ratio": ratio, "cpu_rates": cpu_rates, "cpu_median": cpu_med,
+                "cpu_ratio": cpu_ratio}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+__all__ = ["WeakeningError", "LayerMixing", "MajorFeatureWeakening", "ManifoldMixup", "find_layer",
+           "staged_point_mixers", "DEMO_SIZES", "demo_sizes", "load_image_data", "fit", "per_class_accuracy",
+           "bench_hook_overhead"]
