@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--aug-samples", type=int, default=10000, help="crops sampled from each pipeline for the augmentation check")
     b.add_argument("--packed", type=int, metavar="N", help="instead: N short runs one after another against N packed concurrently")
     b.add_argument("--packed-epochs", type=int, help="epochs of each --packed run (default: 5 on CUDA, 1 smoke run on CPU)")
+    b.add_argument("--hooks", action="store_true", help="instead: MFW through forward hooks (the trainer's path and "
+                   "procrustes.weaken's) against the same mixing written in line, ResNet-32 on the CPU")
     return ap
 
 

@@ -19,7 +19,9 @@ as the last line, `ratio ours/reference: X.XX` are printed.
 Also: the augmentation statistics of both pipelines (offsets 0..8 in each axis and flips, read back from an
 image whose pixels encode their own coordinates, each crop checked pixel for pixel), `--accuracy-steps K`
 (train both K steps from the same initial weights, test on a balanced 1000-image subset) and `--packed N`
-(N short runs one after another against N packed concurrently, `bench_packing`).
+(N short runs one after another against N packed concurrently, `bench_packing`) and `--hooks` (MFW through
+forward hooks, the path of the trainer and of `procrustes.weaken`, against the same mixing written in line:
+`procrustes.weaken.bench_hook_overhead`, ratio last).
 """
 from __future__ import annotations
 
@@ -384,7 +386,7 @@ def bench_packing(k: int, *, device="auto", epochs: int | None = None, data_root
 
 def main(args) -> int:
     """`python -m procrustes bench`: see the module docstring. args: device, steps, rounds, workers, data_root,
-    and optionally accuracy_steps, aug_samples, packed, packed_epochs."""
+    and optionally accuracy_steps, aug_samples, packed, packed_epochs, hooks (the MFW hook overhead instead)."""
     from .store import device_name
 
     from .config import ConfigError
@@ -398,6 +400,11 @@ def main(args) -> int:
             raise ConfigError(f"impossible --{name} {getattr(args, name)}: must be at least 1")
     if args.workers < 0:
         raise ConfigError(f"impossible --workers {args.workers}: must be at least 0")
+    if getattr(args, "hooks", False):
+        from .weaken import bench_hook_overhead
+
+        bench_hook_overhead(steps=args.steps, rounds=args.rounds, threads=torch.get_num_threads())
+        return 0
     packed = getattr(args, "packed", None)
     if packed:
         bench_packing(packed, device=dev, epochs=getattr(args, "packed_epochs", None), data_root=args.data_root)

@@ -3,9 +3,9 @@
 MFW: pick example i with probability p(y_i) (high for major classes, 0 for minor ones), draw a partner j from
 the same batch and lam_i, replace the hidden feature h_i by lam_i h_i + (1 - lam_i) h_j at one mixing point,
 and KEEP the label y_i. Mixup, manifold mixup and Remix mix labels too; they are here for comparison.
-Each batch gets a `BatchMix`: a hook for the model's forward pass plus the targets and their coefficients.
-The math lives here once: the trainer (`plan_batch`, `BatchMix.hook`) and `procrustes.weaken` (forward hooks
-on any torch model) both draw with `draw_mfw` / `mixup_targets` and mix with `mix_features`.
+Each batch gets a `BatchMix`: where to mix, with whom and how much, plus the targets and their coefficients.
+The draws and the math live here once, the mechanism once in `procrustes.weaken`: forward hooks on a named
+submodule of any torch model, which the trainer uses on its own models too (`staged_point_mixers`).
 """
 from __future__ import annotations
 
@@ -107,10 +107,16 @@ class BatchMix:
     weakened: torch.Tensor | None = None  # bool mask of MFW-selected examples (for diagnostics)
     extra: dict = field(default_factory=dict)
 
-    def hook(self, name: str, h: torch.Tensor) -> torch.Tensor:
-        if name == self.point and self.perm is not None:
-            return mix_features(h, self.perm, self.lam)
-        return h
+
+def plan_points(cfg) -> tuple[str, ...]:
+    """The mixing points `plan_batch` may choose for cfg (empty without a mixing method): where the trainer
+    attaches its forward hooks."""
+    mixer = cfg.mixer
+    if mixer is None:
+        return ()
+    if mixer == "mfw":
+        return tuple(cfg.mfw_random_points) if cfg.mfw_point == "random" else (cfg.mfw_point,)
+    return ("input",) if mixer in ("mixup", "remix") else tuple(cfg.manifold_points)
 
 
 def plan_batch(cfg, y: torch.Tensor, counts, epoch: int, drw_epoch: int, gen: torch.Generator, rng: np.random.Generator) -> BatchMix:

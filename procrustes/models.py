@@ -1,18 +1,15 @@
 """ResNet-32 (the LDAM-DRW CIFAR model), ResNet-18 (Tiny-ImageNet) and LDAM's cosine classifier.
 
-Every model runs as a list of named stages. `forward(x, hook)` calls `hook(name, h)` after each named point
-(input, stem, stage1.., feature) and continues from what the hook returns: feature mixing and gradient
-diagnostics need no model-specific code.
+Every model runs as a list of named stages; its mixing points (input, stem, stage1.., feature) are places that
+standard forward hooks reach: the model's input, the output of `stages.<name>`, the input of `fc`
+(`procrustes.weaken.staged_point_mixers`). The forward pass itself is plain: feature mixing and gradient
+diagnostics live in hooks, one implementation for these models and any other torch model.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-Hook = Callable[[str, torch.Tensor], torch.Tensor]
 
 POINTS = {
     "resnet32": ("input", "stem", "stage1", "stage2", "stage3", "feature"),
@@ -79,16 +76,11 @@ class StagedNet(nn.Module):
         self.feature_dim = feature_dim
         self.fc = NormedLinear(feature_dim, num_classes) if normed else nn.Linear(feature_dim, num_classes)
 
-    def forward(self, x: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
-        h = hook("input", x) if hook else x
-        for name, stage in self.stages.items():
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for stage in self.stages.values():
             h = stage(h)
-            if hook:
-                h = hook(name, h)
-        f = torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)
-        if hook:
-            f = hook("feature", f)
-        return self.fc(f)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
 
 def _kaiming(m: nn.Module) -> None:

@@ -17,9 +17,10 @@ from .config import RunConfig, validate
 from .counts import class_groups, group_definition, group_scale, major_classes
 from .data import load_benchmark
 from .losses import Criterion, class_weights, reduce
-from .mixing import plan_batch
+from .mixing import plan_batch, plan_points
 from .models import build_model
 from .samplers import epoch_indices
+from .weaken import staged_point_mixers
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -100,14 +101,35 @@ class TrainStep:
     autocast (when `bf16`), per-example loss reduced with this epoch's class weights, backward, SGD step, and
     the diagnostics (training accuracy, feature-gradient norms, predictions into major classes). Without a mixing
     method nothing in it waits for the device; the mixing plans copy small host arrays to it (`plan_batch`).
-    `train` runs it; `procrustes.bench` times it against the reference pipeline."""
+    `train` runs it; `procrustes.bench` times it against the reference pipeline.
+
+    The mixing goes through `procrustes.weaken`'s forward hooks, the same mechanism a user attaches to their
+    own model: one hook per point the config may choose (`plan_points`), each given the batch's plan when the
+    plan mixes there. The feature gradients come from a forward pre-hook on `fc`, registered after the
+    mixers, so it sees the feature the classifier sees (mixed, when MFW mixes at "feature"). `close()` removes
+    every hook."""
 
     def __init__(self, cfg: RunConfig, model, opt, criterion: Criterion, counts, spec, bf16: bool,
                  gen: torch.Generator, rng: np.random.Generator, is_major: torch.Tensor):
         self.cfg, self.model, self.opt, self.criterion = cfg, model, opt, criterion
         self.counts, self.spec, self.bf16, self.gen, self.rng, self.is_major = counts, spec, bf16, gen, rng, is_major
         self.device = is_major.device
+        mixers = staged_point_mixers(model)
+        self.mixers = {p: mixers[p].attach() for p in plan_points(cfg)}
+        self.grads: list[torch.Tensor] = []
+        self._watch = model.fc.register_forward_pre_hook(self._watch_feature)
         self.new_epoch(0, cfg.schedule()[3], torch.ones(len(counts), device=self.device))
+
+    def _watch_feature(self, module, args) -> None:
+        """Keep dL/d(feature) of a training pass (the input of fc) for the gradient diagnostics."""
+        if args[0].requires_grad:
+            args[0].register_hook(self.grads.append)
+
+    def close(self) -> None:
+        """Remove the step's hooks: the model is a plain model again."""
+        for m in self.mixers.values():
+            m.detach()
+        self._watch.remove()
 
     def new_epoch(self, epoch: int, drw_epoch: int, weights: torch.Tensor) -> None:
         """Set the epoch (for mixing schedules) and its class weights, and zero the epoch's statistics."""
@@ -123,16 +145,11 @@ class TrainStep:
         xb, _, _ = augment(x_u8, self.spec.pad, self.gen)
         x = normalise(xb, self.spec.mean, self.spec.std)
         mix = plan_batch(self.cfg, y, self.counts, self.epoch, self.drw_epoch, self.gen, self.rng)
-        grads: list[torch.Tensor] = []
-
-        def hook(name: str, h: torch.Tensor) -> torch.Tensor:
-            h = mix.hook(name, h)
-            if name == "feature" and h.requires_grad:
-                h.register_hook(grads.append)
-            return h
-
+        for point, mixer in self.mixers.items():
+            mixer.set_plan(mix if point == mix.point else None)
+        self.grads.clear()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(x, hook)
+            logits = self.model(x)
         losses = [self.criterion.per_example(logits, t) for t in mix.targets]
         loss = reduce(losses, mix.targets, mix.coefs, self.weights)
         self.opt.zero_grad(set_to_none=True)
@@ -145,7 +162,7 @@ class TrainStep:
             self.correct.index_add_(0, y, (pred == y).float())
             self.to_major.index_add_(0, y, self.is_major[pred].float())
             # |dL/d feature_i| x batch size: for plain CE, the norm of example i's own loss gradient
-            self.gsum.index_add_(0, y, grads[0].float().norm(dim=1) * len(y))
+            self.gsum.index_add_(0, y, self.grads[0].float().norm(dim=1) * len(y))
             self.loss_sum += loss.detach() * len(y)
             if mix.weakened is not None:
                 self.weakened += mix.weakened.sum()
@@ -275,6 +292,7 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
                                             "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict(),
                                             "data": bench.data})
     bar.close()
+    step.close()
     if end_epoch < cfg.epochs:
         return None
 

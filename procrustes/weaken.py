@@ -13,7 +13,8 @@ lam_i h_i + (1 - lam_i) h_perm(i) for the examples MFW selects; the model's code
 (or leaving the `with` block) removes the hook. The draws and the math are those of the trainer, one
 implementation in `procrustes.mixing` (`selection_probs`, `draw_lam`, `draw_mfw`, `mix_features`): with the
 same generators, weakening the output of "stages.stage1" of `procrustes.models.resnet32` computes exactly
-what the trainer's `model(x, plan_batch(...).hook)` computes (tests/test_weaken.py checks it bit for bit).
+what the trainer computes, since the trainer mixes through these very hooks (`staged_point_mixers`;
+tests/test_weaken.py checks it bit for bit against the mixing written in line).
 
 `ManifoldMixup` is the same path for the label-mixing relatives (manifold mixup, and Remix at a layer): it
 mixes labels too, so the loss needs the plan's targets and coefficients: `loss = w.loss(model(x))`.
@@ -233,8 +234,8 @@ class LayerMixing:
 def staged_point_mixers(model: nn.Module) -> dict[str, LayerMixing]:
     """One (detached) LayerMixing per mixing point of this package's StagedNet (`procrustes.models`): "input"
     is the model's input, "feature" the input of `fc`, any other point the output of `stages.<point>`. Giving a
-    batch's BatchMix to the mixer of mix.point (and None to the others) computes what `model(x, mix.hook)`
-    computes, bit for bit: the trainer's mixing through forward hooks."""
+    batch's BatchMix to the mixer of mix.point (and None to the others) mixes there and nowhere else: how
+    `procrustes.train.TrainStep` mixes (bit for bit what `inline_mixed_forward` computes)."""
     _check(hasattr(model, "points") and hasattr(model, "stages"), f"{type(model).__name__} is not a procrustes StagedNet")
     where = {"input": ("", "input"), "feature": ("fc", "input")}
     return {p: LayerMixing(model, *where.get(p, (f"stages.{p}", "output"))) for p in model.points}
@@ -439,13 +440,27 @@ def per_class_accuracy(model: nn.Module, data, device: str | torch.device = "cpu
 # ---------------------------------------------------------------------------------- bench
 
 
+def inline_mixed_forward(model: nn.Module, x: torch.Tensor, mix: BatchMix) -> torch.Tensor:
+    """A StagedNet's forward pass with the plan's mixing written in line (stages called one by one, the feature
+    mixed where mix.point says): the trainer's path before it moved onto forward hooks, kept only as the
+    baseline of `bench_hook_overhead` and as the tests' reference for the hooks, never to train."""
+    def at(point: str, h: torch.Tensor) -> torch.Tensor:
+        return mix_features(h, mix.perm, mix.lam) if point == mix.point and mix.perm is not None else h
+
+    h = at("input", x)
+    for name, stage in model.stages.items():
+        h = at(name, stage(h))
+    return model.fc(at("feature", torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)))
+
+
 def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128, threads: int = 1, layer: str = "stage1",
                         seed: int = 0, out: Callable[[str], None] | None = print) -> dict:
     """Training images/s of `procrustes.models.resnet32` with MFW at `layer` (CPU, `threads` threads, batch
-    `batch_size`, SGD): the trainer's built-in hook path (`model(x, plan_batch(...).hook)`) against this
-    module's forward hook (`w.set_labels(y); model(x)`), same process, same model, `rounds` alternating rounds
+    `batch_size`, SGD): the mixing written in line (`inline_mixed_forward`, the trainer's path before it
+    moved onto hooks) against this module's forward hook (`w.set_labels(y); model(x)`, the path of the trainer
+    and of a user's model), same process, same model, `rounds` alternating rounds
     of `steps` steps each (the order flips every round), after one warm-up step of each. Returns (and prints)
-    the median images/s of each and their ratio hook/built-in, in wall-clock time and in this process's CPU
+    the median images/s of each and their ratio forward hook / in line, in wall-clock time and in this process's CPU
     time (images per CPU-second: less moved by other processes on a busy machine)."""
     from .config import make_config
     from .models import resnet32
@@ -465,7 +480,7 @@ def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128,
 
         def builtin() -> None:
             mix = plan_batch(cfg, y, counts, 0, cfg.epochs, gen, rng)
-            loss = F.cross_entropy(model(x, mix.hook), y)
+            loss = F.cross_entropy(inline_mixed_forward(model, x, mix), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -489,7 +504,7 @@ def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128,
             finally:
                 w.detach()
 
-        names = ["built-in hook", "forward hook"]
+        names = ["in line", "forward hook"]
         for name in names:
             timed(name, 1)  # warm-up
         rates: dict[str, list[float]] = {n: [] for n in names}
@@ -503,13 +518,13 @@ def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128,
                     out(f"round {r + 1}/{rounds}: {name}: {wall:.1f} img/s wall, {cpu:.1f} img per CPU-s")
         med = {k: statistics.median(v) for k, v in rates.items()}
         cpu_med = {k: statistics.median(v) for k, v in cpu_rates.items()}
-        ratio = med["forward hook"] / med["built-in hook"]
-        cpu_ratio = cpu_med["forward hook"] / cpu_med["built-in hook"]
+        ratio = med["forward hook"] / med["in line"]
+        cpu_ratio = cpu_med["forward hook"] / cpu_med["in line"]
         if out:
-            out(f"median: built-in hook {med['built-in hook']:.1f} img/s, forward hook {med['forward hook']:.1f} img/s "
+            out(f"median: in line {med['in line']:.1f} img/s, forward hook {med['forward hook']:.1f} img/s "
                 f"(ResNet-32, batch {batch_size}, CPU, {threads} thread(s), MFW at {layer}); per CPU-second: "
-                f"{cpu_med['built-in hook']:.1f} and {cpu_med['forward hook']:.1f}")
-            out(f"ratio forward hook/built-in: {ratio:.3f} (wall), {cpu_ratio:.3f} (CPU time)")
+                f"{cpu_med['in line']:.1f} and {cpu_med['forward hook']:.1f}")
+            out(f"ratio forward hook/in line: {ratio:.3f} (wall), {cpu_ratio:.3f} (CPU time)")
         return {"rates": rates, "median": med, "ratio": ratio, "cpu_rates": cpu_rates, "cpu_median": cpu_med,
                 "cpu_ratio": cpu_ratio}
     finally:
@@ -517,5 +532,5 @@ def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128,
 
 
 __all__ = ["WeakeningError", "LayerMixing", "MajorFeatureWeakening", "ManifoldMixup", "find_layer",
-           "staged_point_mixers", "DEMO_SIZES", "demo_sizes", "load_image_data", "fit", "per_class_accuracy",
+           "staged_point_mixers", "inline_mixed_forward", "DEMO_SIZES", "demo_sizes", "load_image_data", "fit", "per_class_accuracy",
            "bench_hook_overhead"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from procrustes.config import make_config
-from procrustes.mixing import BatchMix, draw_lam, mix_features, plan_batch, selection_probs
+from procrustes.mixing import BatchMix, draw_lam, mix_features, plan_batch, plan_points, selection_probs
 
 STEP = [100] * 5 + [10] * 5  # a step profile: classes 0-4 major, 5-9 minor
 
@@ -20,6 +20,11 @@ def _plan(method, y, counts=STEP, epoch=0, drw_epoch=100, seed=0, rng=None, **ov
 Y = torch.arange(10).repeat(20)  # 200 examples, 20 of each class
 
 
+def _at(mix: BatchMix, name: str, h: torch.Tensor) -> torch.Tensor:
+    """What the trainer's forward hook at point `name` does with this plan (procrustes.weaken.LayerMixing)."""
+    return mix_features(h, mix.perm, mix.lam) if name == mix.point and mix.perm is not None else h
+
+
 def test_minor_classes_untouched_by_mfw():
     mix = _plan("mfw", Y, mfw_point="stage1")
     minor = Y >= 5
@@ -27,7 +32,7 @@ def test_minor_classes_untouched_by_mfw():
     assert not mix.weakened[minor].any()
     assert torch.all(mix.lam[minor] == 1)
     h = torch.randn(200, 16, 4, 4)
-    out = mix.hook("stage1", h)
+    out = _at(mix, "stage1", h)
     assert torch.equal(out[minor], h[minor])
     # the major classes (p = 1) are all weakened, by lam in [0.5, 1)
     assert mix.weakened[~minor].all()
@@ -35,7 +40,7 @@ def test_minor_classes_untouched_by_mfw():
     assert not torch.allclose(out[~minor], h[~minor])
     # at other points the hook does nothing
     for name in ("input", "stem", "stage2", "feature"):
-        assert mix.hook(name, h) is h
+        assert _at(mix, name, h) is h
 
 
 def test_mfw_never_changes_labels():
@@ -58,7 +63,7 @@ def test_mfw_until_drw():
     assert on.perm is not None and on.weakened.any()
     assert off.perm is None and off.point is None
     h = torch.randn(200, 3)
-    assert off.hook("stage1", h) is h
+    assert _at(off, "stage1", h) is h
     assert _plan("mfw", Y, epoch=5, drw_epoch=5, mfw_active="always").perm is not None
 
 
@@ -189,10 +194,16 @@ def test_mixup_family_targets_and_coefs(method):
         assert mix.point == "input"
     h = torch.randn(200, 3, 8, 8)
     lam = mix.lam[0].item()
-    torch.testing.assert_close(mix.hook(mix.point, h), lam * h + (1 - lam) * h[mix.perm])
+    torch.testing.assert_close(_at(mix, mix.point, h), lam * h + (1 - lam) * h[mix.perm])
 
 
-def test_batchmix_hook_without_perm():
-    bm = BatchMix([Y], [torch.ones(200)], point="stage1")
-    h = torch.randn(200, 2)
-    assert bm.hook("stage1", h) is h
+def test_plan_points_cover_every_point_plan_batch_draws():
+    """The trainer attaches hooks at plan_points(cfg) only: every plan's point must be among them."""
+    cases = [("erm", {}), ("mfw", {}), ("mfw", {"mfw_point": "feature"}), ("mfw", {"mfw_point": "random"}),
+             ("mixup", {}), ("remix", {}), ("manifold-mixup", {})]
+    for method, over in cases:
+        cfg = make_config("smoke", method=method, **over)
+        seen = {_plan(method, Y, seed=s, **over).point for s in range(30)} - {None}
+        assert seen <= set(plan_points(cfg)), (method, over)
+        assert len(seen) == len(plan_points(cfg)), (method, over)  # and each of them is drawn
+    assert plan_points(make_config("smoke", method="erm")) == ()

@@ -1,5 +1,5 @@
-"""models.py: ResNet-32 (size, shapes, option-A shortcuts), named mixing points and the forward hook,
-the cosine classifier, ResNet-18 on 64x64 inputs."""
+"""models.py: ResNet-32 (size, shapes, option-A shortcuts), named mixing points and where forward hooks
+reach them, the cosine classifier, ResNet-18 on 64x64 inputs."""
 from __future__ import annotations
 
 import pytest
@@ -41,38 +41,38 @@ def test_points():
     assert resnet18(10).points == mixing_points("resnet18")
 
 
-def test_hook_sees_every_point_in_order_with_shapes():
-    seen = []
+def _seen_points(net: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple]]:
+    """(point, shape) in the order a forward pass reaches them: the model's input, the output of each
+    stages.<name>, the input of fc (where procrustes.weaken.staged_point_mixers mixes)."""
+    seen = [("input", tuple(x.shape))]
+    handles = [st.register_forward_hook(lambda m, a, out, n=n: seen.append((n, tuple(out.shape))))
+               for n, st in net.stages.items()]
+    handles.append(net.fc.register_forward_pre_hook(lambda m, a: seen.append(("feature", tuple(a[0].shape)))))
+    with torch.no_grad():
+        out = net(x)
+    for h in handles:
+        h.remove()
+    return seen, out
 
-    def hook(name, h):
-        seen.append((name, tuple(h.shape)))
-        return h
 
-    resnet32(10).eval()(torch.randn(2, 3, 32, 32), hook)
+def test_forward_hooks_reach_every_point_in_order_with_shapes():
+    seen, _ = _seen_points(resnet32(10).eval(), torch.randn(2, 3, 32, 32))
     assert seen == list(R32_SHAPES.items())
 
 
-def test_identity_hook_changes_nothing():
+def test_forward_is_stages_pool_fc():
+    """The plain forward pass: what a hook at a point returns is what the rest of the network receives."""
     torch.manual_seed(0)
     net = resnet32(10).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        a = net(x)
-        b = net(x, lambda name, h: h)
-    assert torch.equal(a, b)
-
-
-def test_hook_output_is_used():
-    torch.manual_seed(0)
-    net = resnet32(10).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        out = net(x, lambda name, h: torch.zeros_like(h) if name == "feature" else h)
-        # a zero feature leaves only the bias of the linear classifier
-        torch.testing.assert_close(out, net.fc.bias.expand(2, -1))
-        # what the hook returns at an inner point is what the next stage receives
-        doubled = net(x, lambda name, h: 2 * h if name == "stage3" else h)
-        assert not torch.allclose(doubled, net(x))
+        h = x
+        for st in net.stages.values():
+            h = st(h)
+        assert torch.equal(net(x), net.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(h, 1), 1)))
+        handle = net.fc.register_forward_pre_hook(lambda m, a: (torch.zeros_like(a[0]),))
+        torch.testing.assert_close(net(x), net.fc.bias.expand(3, -1))  # a zero feature leaves the bias
+        handle.remove()
 
 
 def test_normed_linear_is_a_cosine():
@@ -92,14 +92,7 @@ def test_normed_linear_is_a_cosine():
 def test_resnet18_on_64x64():
     torch.manual_seed(0)
     net = resnet18(200).eval()
-    seen = []
-
-    def hook(name, h):
-        seen.append((name, tuple(h.shape)))
-        return h
-
-    with torch.no_grad():
-        out = net(torch.randn(2, 3, 64, 64), hook)
+    seen, out = _seen_points(net, torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 200)
     assert seen == [("input", (2, 3, 64, 64)), ("stem", (2, 64, 16, 16)), ("stage1", (2, 64, 16, 16)),
                     ("stage2", (2, 128, 8, 8)), ("stage3", (2, 256, 4, 4)), ("stage4", (2, 512, 2, 2)),

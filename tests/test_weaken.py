@@ -2,7 +2,7 @@
 
 Real torchvision models built without weights, small inputs; the weakened feature is checked against
 lam * h_i + (1 - lam) * h_perm(i) computed by hand from the clean feature (captured by a second hook), and the
-forward-hook path against the trainer's built-in hook path on this package's ResNet-32."""
+forward-hook path (which the trainer uses) against the same mixing written in line on this package's ResNet-32."""
 from __future__ import annotations
 
 import copy
@@ -19,7 +19,7 @@ from procrustes.config import make_config
 from procrustes.mixing import BatchMix, plan_batch
 from procrustes.models import resnet32
 from procrustes.weaken import (MajorFeatureWeakening, ManifoldMixup, WeakeningError, bench_hook_overhead, demo_sizes,
-                               find_layer, fit, per_class_accuracy, staged_point_mixers)
+                               find_layer, fit, inline_mixed_forward, per_class_accuracy, staged_point_mixers)
 
 COUNTS = [100] * 5 + [10] * 5  # step: classes 0-4 major (weakened by the median rule), 5-9 minor
 Y = torch.tensor([0, 1, 2, 3, 5, 6, 7, 8])  # batch 8: examples 0-3 major, 4-7 minor
@@ -424,8 +424,8 @@ def test_from_config_takes_the_reconstructed_choices():
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_resnet32_stage1_same_as_the_trainer(bf16):
-    """MajorFeatureWeakening at "stages.stage1" of procrustes' ResNet-32 against the trainer's built-in hook path
-    (model(x, BatchMix.hook) with plan_batch): same seeds -> same plans, outputs and gradients, bit for bit,
+    """MajorFeatureWeakening at "stages.stage1" of procrustes' ResNet-32 against the mixing written in line
+    (inline_mixed_forward with plan_batch's plan, the trainer's path before it moved onto hooks): same seeds -> same plans, outputs and gradients, bit for bit,
     over several steps."""
     cfg = make_config("smoke", method="mfw", mfw_point="stage1", seed=3)
     torch.manual_seed(0)
@@ -442,7 +442,7 @@ def test_resnet32_stage1_same_as_the_trainer(bf16):
             assert torch.equal(mix.perm, plan.perm) and torch.equal(mix.lam, plan.lam)
             assert torch.equal(mix.weakened, plan.weakened) and mix.weakened.any()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out_a, out_b = a(x, mix.hook), b(x)
+                out_a, out_b = inline_mixed_forward(a, x, mix), b(x)
             assert torch.equal(out_a, out_b)
             F.cross_entropy(out_a.float(), y).backward()
             F.cross_entropy(out_b.float(), y).backward()
@@ -450,7 +450,7 @@ def test_resnet32_stage1_same_as_the_trainer(bf16):
                 assert torch.equal(pa.grad, pb.grad), n
                 pa.grad, pb.grad = None, None
     clean = resnet32(10)
-    assert not torch.equal(a(x, mix.hook), clean(x))  # the weakening did something
+    assert not torch.equal(inline_mixed_forward(a, x, mix), clean(x))  # the weakening did something
 
 
 @pytest.mark.parametrize("method", ["mfw", "manifold-mixup", "remix"])
@@ -476,7 +476,7 @@ def test_every_trainer_point_through_forward_hooks(method):
         out = model(x)  # through the forward hooks
         for m in mixers.values():
             m.set_plan(None)  # the hooks mix nothing in the next pass
-        assert torch.equal(out, model(x, mix.hook)), point  # the built-in path
+        assert torch.equal(out, inline_mixed_forward(model, x, mix)), point  # mixed in line
         for m in mixers.values():
             m.set_plan(None)
         assert torch.equal(model(x), plain)
@@ -608,7 +608,15 @@ def test_fit_and_per_class_accuracy():
 
 def test_bench_hook_overhead_runs():
     r = bench_hook_overhead(steps=1, rounds=1, batch_size=8, out=None)
-    assert set(r["median"]) == {"built-in hook", "forward hook"} and r["ratio"] > 0
+    assert set(r["median"]) == {"in line", "forward hook"} and r["ratio"] > 0
+
+
+def test_bench_cli_hooks_prints_the_ratio_last(capsys):
+    from procrustes.__main__ import main
+
+    assert main(["bench", "--hooks", "--steps", "1", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("ratio forward hook/in line: ") and "round 1/1: in line" in "\n".join(lines)
 
 
 def test_demo_sizes(monkeypatch):
@@ -626,3 +634,53 @@ def test_demo_sizes(monkeypatch):
 def test_staged_point_mixers_needs_a_staged_net():
     with pytest.raises(WeakeningError, match="not a procrustes StagedNet"):
         staged_point_mixers(resnet18())
+
+
+@pytest.mark.parametrize("method,point", [("mfw", "input"), ("mfw", "stage2"), ("mfw", "feature"), ("mfw", "random"),
+                                          ("manifold-mixup", None), ("erm", None)])
+def test_the_trainer_step_mixes_through_these_hooks(method, point):
+    """procrustes.train.TrainStep (hooks at plan_points(cfg), feature gradients from a pre-hook on fc) against
+    one step written by hand with the mixing in line: same plan, same logits, same weights after the step and
+    the same feature gradients, bit for bit; close() leaves no hook behind."""
+    from procrustes.data import spec
+    from procrustes.losses import Criterion, reduce
+    from procrustes.mixing import plan_points
+    from procrustes.train import TrainStep
+
+    cfg = make_config("smoke", method=method, **({"mfw_point": point} if point else {}), seed=4)
+    s = spec("cifar10")
+    torch.manual_seed(0)
+    a = resnet32(10).to(memory_format=torch.channels_last)
+    b = copy.deepcopy(a)
+    opt_a, opt_b = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (a, b))
+    crit = Criterion("ce", COUNTS)
+    is_major = torch.tensor([True] * 5 + [False] * 5)
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    step = TrainStep(cfg, a, opt_a, crit, COUNTS, s, False, gen_a, rng_a, is_major)
+    hooked = {n for n, m in a.named_modules() if m._forward_hooks or m._forward_pre_hooks}
+    assert len(step.mixers) == len(plan_points(cfg)) and "fc" in hooked
+    g = torch.Generator().manual_seed(7)
+    from procrustes.augment import augment, normalise
+    for k in range(3):
+        x_u8 = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8, generator=g)
+        y = torch.arange(16) % 10
+        a.train(), b.train()
+        step(x_u8, y, 0.1)
+        # by hand: the same draws in the same order, the mixing in line
+        xb, _, _ = augment(x_u8, s.pad, gen_b)
+        mix = plan_batch(cfg, y, COUNTS, 0, cfg.schedule()[3], gen_b, rng_b)
+        feats = []
+        hnd = b.fc.register_forward_pre_hook(lambda m, args: feats.append(args[0]))
+        out = inline_mixed_forward(b, normalise(xb, s.mean, s.std), mix)
+        hnd.remove()
+        feats[0].retain_grad()
+        loss = reduce([crit.per_example(out, t) for t in mix.targets], mix.targets, mix.coefs, torch.ones(10))
+        opt_b.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_b.step()
+        assert torch.equal(step.grads[0], feats[0].grad), k
+        for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+            assert torch.equal(pa, pb), (k, n)
+    step.close()
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in a.modules()) == 0
