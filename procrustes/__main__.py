@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--data-root")
     t.add_argument("--results", help="result store (default: results/ or $PROCRUSTES_RESULTS)")
+    t.add_argument("--compile", choices=("auto", "on", "off"), help="torch.compile the model (default: "
+                   "$PROCRUSTES_COMPILE or auto: on CUDA, and on a CPU for runs of 200k images or more)")
 
     r = sub.add_parser("reproduce", help="train every run the notebooks need that the store lacks (resumable)")
     r.add_argument("--profile", default="cpu")
@@ -45,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto")
     r.add_argument("--data-root", help="data root for CIFAR-10 (others use data/<name>)")
     r.add_argument("--results")
+    r.add_argument("--compile", choices=("auto", "on", "off"), help="as for train")
     r.add_argument("--list", action="store_true", help="only list the missing runs")
 
     b = sub.add_parser("bench", help="images/s of our trainer against the reference pipeline, same process")
@@ -57,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--aug-samples", type=int, default=10000, help="crops sampled from each pipeline for the augmentation check")
     b.add_argument("--packed", type=int, metavar="N", help="instead: N short runs one after another against N packed concurrently")
     b.add_argument("--packed-epochs", type=int, help="epochs of each --packed run (default: 5 on CUDA, 1 smoke run on CPU)")
+    b.add_argument("--compile", action="store_true", help="also time ours with the model compiled (torch.compile; "
+                   "its compilation takes about a minute on a CPU)")
     b.add_argument("--hooks", action="store_true", help="instead: MFW through forward hooks (the trainer's path and "
                    "procrustes.weaken's) against the same mixing written in line, ResNet-32 on the CPU")
     return ap
@@ -110,7 +115,8 @@ def _train(args) -> int:
         dev = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
         raise ConfigError(str(e)) from None
-    res = run(cfg, device=dev, data_root=args.data_root, results=Path(args.results) if args.results else None)
+    res = run(cfg, device=dev, data_root=args.data_root, results=Path(args.results) if args.results else None,
+              compile=args.compile)
     s = res["summary"]
     groups = ", ".join(f"{g} {100 * a:.1f}%" for g, a in s["group_test_acc"].items() if a is not None)
     print(f"{cfg.label()}: test top-1 error {s['test_error']:.2f}% ({groups})")
@@ -136,7 +142,7 @@ def _reproduce(args) -> int:
     for i, c in enumerate(missing):
         print(f"[{i + 1}/{len(missing)}] {c.label()}", flush=True)
         root = args.data_root if c.dataset == "cifar10" else None
-        run(c, device=args.device, data_root=root, results=results)
+        run(c, device=args.device, data_root=root, results=results, compile=args.compile)
     return 0
 
 

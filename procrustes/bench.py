@@ -19,7 +19,9 @@ as the last line, `ratio ours/reference: X.XX` are printed.
 Also: the augmentation statistics of both pipelines (offsets 0..8 in each axis and flips, read back from an
 image whose pixels encode their own coordinates, each crop checked pixel for pixel), `--accuracy-steps K`
 (train both K steps from the same initial weights, test on a balanced 1000-image subset) and `--packed N`
-(N short runs one after another against N packed concurrently, `bench_packing`) and `--hooks` (MFW through
+(N short runs one after another against N packed concurrently, `bench_packing`), `--compile` (a third
+pipeline: ours with the model compiled, as `train()` compiles it; the ratio compiled/reference is printed before
+the last line) and `--hooks` (MFW through
 forward hooks, the path of the trainer and of `procrustes.weaken`, against the same mixing written in line:
 `procrustes.weaken.bench_hook_overhead`, ratio last).
 """
@@ -149,7 +151,8 @@ class Ours:
                                     np.random.default_rng(seed), is_major)
         self.drw_epoch = cfg.schedule()[3]
         self.epoch, self.pos, self.idx = -1, 0, torch.empty(0, dtype=torch.long)
-        self.benchmark_flag = torch.backends.cudnn.benchmark  # the trainer leaves cudnn.benchmark as it finds it
+        # train() turns cudnn.benchmark on while it trains on CUDA, and leaves it as it finds it elsewhere
+        self.benchmark_flag = True if dev.type == "cuda" else torch.backends.cudnn.benchmark
 
     def _next_epoch(self) -> None:
         self.epoch += 1
@@ -180,32 +183,46 @@ def _timed(step: Callable[[float], int], steps: int, lr: float, dev: torch.devic
 
 
 def time_pipelines(bench: Benchmark, cfg: RunConfig, dev: torch.device, *, steps: int, rounds: int, workers: int,
-                   warmup: int | None = None, out=print) -> dict:
-    """Alternate the two pipelines for `rounds` rounds of `steps` steps; images/s per round and medians."""
-    ref, ours = Reference(bench, cfg, dev, workers), Ours(bench, cfg, dev)
+                   warmup: int | None = None, compiled: bool = False, out=print) -> dict:
+    """Alternate the pipelines for `rounds` rounds of `steps` steps (the order rotates every round); images/s
+    per round and medians. compiled: a third pipeline, ours with the model compiled in place as `train()` does
+    with compile on (its first warm-up step compiles; the time it took is printed and returned)."""
+    pipes = {"reference": Reference(bench, cfg, dev, workers), "ours": Ours(bench, cfg, dev)}
+    compile_s = None
+    if compiled:
+        pipes["ours compiled"] = Ours(bench, cfg, dev)
+        pipes["ours compiled"].model.compile()
     warmup = max(1, min(10, steps // 2)) if warmup is None else warmup
+    names = list(pipes)
     try:
-        for p in (ref, ours):
+        for name, p in pipes.items():
+            t0 = time.perf_counter()
             _timed(p.step, warmup, cfg.lr, dev)
+            if name == "ours compiled":
+                compile_s = time.perf_counter() - t0
+                out(f"compiled: the first {warmup} step(s) of ours compiled took {compile_s:.1f} s (compilation included)")
         out(f"warm-up: {warmup} step{'s' if warmup > 1 else ''} of each pipeline")
-        rates: dict[str, list[float]] = {"reference": [], "ours": []}
+        rates: dict[str, list[float]] = {n: [] for n in names}
         for r in range(rounds):
-            order = [("reference", ref), ("ours", ours)]
-            if r % 2:
-                order.reverse()
+            order = names[r % len(names):] + names[: r % len(names)]
             row = {}
-            for name, p in order:
-                n, s = _timed(p.step, steps, cfg.lr, dev)
+            for name in order:
+                n, s = _timed(pipes[name].step, steps, cfg.lr, dev)
                 rates[name].append(n / s)
                 row[name] = n / s
-            out(f"round {r + 1}/{rounds}: reference {row['reference']:9.1f} img/s   ours {row['ours']:9.1f} img/s   "
-                f"(ours/reference {row['ours'] / row['reference']:.2f}; {order[0][0]} first)")
+            cells = "   ".join(f"{n} {row[n]:9.1f} img/s" for n in names)
+            out(f"round {r + 1}/{rounds}: {cells}   (ours/reference {row['ours'] / row['reference']:.2f}; {order[0]} first)")
     finally:
-        ref.close()
-        ours.close()
+        for p in pipes.values():
+            p.close()
     med = {k: statistics.median(v) for k, v in rates.items()}
-    out(f"median: reference {med['reference']:.1f} img/s, ours {med['ours']:.1f} img/s")
-    return {"rates": rates, "median": med, "ratio": med["ours"] / med["reference"], "bf16": ours.bf16}
+    out("median: " + ", ".join(f"{n} {med[n]:.1f} img/s" for n in names))
+    res = {"rates": rates, "median": med, "ratio": med["ours"] / med["reference"], "bf16": pipes["ours"].bf16,
+           "compile_s": compile_s}
+    if compiled:
+        res["ratio_compiled"] = med["ours compiled"] / med["reference"]
+        res["compiled_over_eager"] = med["ours compiled"] / med["ours"]
+    return res
 
 
 # ---------------------------------------------------------------- augmentation statistics
@@ -386,7 +403,8 @@ def bench_packing(k: int, *, device="auto", epochs: int | None = None, data_root
 
 def main(args) -> int:
     """`python -m procrustes bench`: see the module docstring. args: device, steps, rounds, workers, data_root,
-    and optionally accuracy_steps, aug_samples, packed, packed_epochs, hooks (the MFW hook overhead instead)."""
+    and optionally accuracy_steps, aug_samples, packed, packed_epochs, compile (time ours compiled too), hooks
+    (the MFW hook overhead instead)."""
     from .store import device_name
 
     from .config import ConfigError
@@ -419,10 +437,14 @@ def main(args) -> int:
     print(f"ours: procrustes.train.TrainStep: uint8 set on {dev.type}, batched augment, channels_last, "
           f"{'bf16 autocast' if ours_bf16 else 'fp32'}, {'fused ' if dev.type == 'cuda' else ''}SGD")
     print_augmentation_stats(augmentation_stats(getattr(args, "aug_samples", None) or 10000, dev))
-    timing = time_pipelines(bench, cfg, dev, steps=args.steps, rounds=args.rounds, workers=args.workers)
+    timing = time_pipelines(bench, cfg, dev, steps=args.steps, rounds=args.rounds, workers=args.workers,
+                            compiled=getattr(args, "compile", False))
     k = getattr(args, "accuracy_steps", None)
     if k:
         accuracy_compare(bench, cfg, dev, k, args.workers)
     sys.stdout.flush()
+    if "ratio_compiled" in timing:
+        print(f"ratio ours compiled/reference: {timing['ratio_compiled']:.2f} (compiled/eager "
+              f"{timing['compiled_over_eager']:.2f}; compilation {timing['compile_s']:.0f} s)")
     print(f"ratio ours/reference: {timing['ratio']:.2f}")
     return 0

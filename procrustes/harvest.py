@@ -31,6 +31,10 @@ from typing import Any
 from . import store
 from .config import PROFILES, ConfigError, RunConfig, make_config, validate
 
+# the harvest's runs train eager: its estimates of what finishes in the window come from the eager rate it
+# measures, and a compilation per run (tens of seconds, more in several packed processes at once) would eat a
+# window of a few minutes. A longer lease can set PROCRUSTES_COMPILE=on (or auto) before `make gpu-harvest`.
+HARVEST_COMPILE = "off"
 SAFETY = 1.15  # estimates are multiplied by this: a run that overshoots the budget is killed and lost
 ARCHIVE_RESERVE_S = {"paper": 15.0, "smoke": 5.0}  # kept at the end of the budget to stop the runs, write the archive
 # smoke runs, smaller still than the smoke profile (one epoch, tiny evaluations), so that a CPU shared with other
@@ -397,6 +401,7 @@ def _start_child(plan_path: Path) -> subprocess.Popen:
     """Start the training process now (it waits for plan_path); its output goes to the console and the log."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(store.REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PROCRUSTES_COMPILE", HARVEST_COMPILE)
     child = subprocess.Popen([sys.executable, "-m", "procrustes.harvest", "_train", str(plan_path)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 

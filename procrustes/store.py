@@ -197,8 +197,10 @@ def device_name(device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str]) -> dict:
-    """Where a result came from. commits: the git commit(s) whose code trained it (read at each (re)start)."""
+def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str],
+               compiled: bool = False) -> dict:
+    """Where a result came from. commits: the git commit(s) whose code trained it (read at each (re)start);
+    compiled: whether torch.compile ran its model (the last (re)start's setting)."""
     import torch
 
     return {
@@ -209,6 +211,7 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "device": str(device),
         "device_name": device_name(device),
         "precision": precision,
+        "compiled": compiled,
         "started_utc": started,
         "finished_utc": now_utc(),
         "wall_s": round(wall_s, 2),

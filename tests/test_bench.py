@@ -22,6 +22,19 @@ def test_bench_cli_end_to_end(cifar10_root, capsys):
     assert any("reference vs ours" in line and line.endswith("-> agree") for line in lines)
 
 
+def test_bench_compiled_pipeline(cifar10_root, capsys):
+    """--compile adds ours compiled to every round and prints its ratio just before the last line."""
+    from procrustes.__main__ import main
+
+    rc = main(["bench", "--device", "cpu", "--steps", "1", "--rounds", "1", "--workers", "0", "--aug-samples", "100",
+               "--compile"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and lines[-1].startswith("ratio ours/reference: ")
+    assert re.fullmatch(r"ratio ours compiled/reference: \d+\.\d\d \(compiled/eager \d+\.\d\d; compilation \d+ s\)",
+                        lines[-2]), lines[-2]
+    assert any(line.startswith("round 1/1: reference") and "ours compiled" in line for line in lines)
+
+
 def test_augmentation_of_both_pipelines_is_uniform_and_agrees():
     st = bench.augmentation_stats(4000, "cpu", seed=0)
     for name in ("reference", "ours"):
