@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .transfer import constant
+
 
 def augment(x: torch.Tensor, pad: int, generator: torch.Generator, train: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x: (B, H, W, C) uint8. Returns the crops (B, H, W, C) uint8, the offsets (B, 2) and the flips (B,).
@@ -26,6 +28,6 @@ def augment(x: torch.Tensor, pad: int, generator: torch.Generator, train: bool =
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     """(B, H, W, C) uint8 -> (B, C, H, W) float in channels_last memory, (x/255 - mean) / std."""
-    m = torch.tensor(mean, device=x.device) * 255
-    s = torch.tensor(std, device=x.device) * 255
+    m = constant(tuple(mean), str(x.device)) * 255  # copied to the device once, not each step
+    s = constant(tuple(std), str(x.device)) * 255
     return ((x.float() - m) / s).permute(0, 3, 1, 2)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .transfer import to_device
+
 
 def selection_probs(counts, rule: str = "median", prob: float = 1.0, gamma: float = 1.0) -> np.ndarray:
     """p(c) of weakening an example of class c.
@@ -64,9 +66,9 @@ def draw_mfw(y: torch.Tensor, probs, law: str, lam_min: float, alpha: float, gen
     chosen when its coin < probs[y_i]), lam per example from `law` (rng); lam is 1 for examples not chosen."""
     b, dev = y.numel(), y.device
     perm = torch.randperm(b, generator=gen, device=dev)
-    p = torch.as_tensor(probs, dtype=torch.float32, device=dev)
+    p = probs.to(dev, torch.float32) if isinstance(probs, torch.Tensor) else to_device(probs, dev)
     chosen = torch.rand(b, generator=gen, device=dev) < p[y]
-    lam = torch.tensor(draw_lam(law, b, rng, lam_min, alpha), dtype=torch.float32, device=dev)
+    lam = to_device(draw_lam(law, b, rng, lam_min, alpha), dev)  # no host synchronisation on CUDA
     lam = torch.where(chosen, lam, torch.ones(b, device=dev))
     return perm, lam, chosen
 
@@ -82,7 +84,7 @@ def mixup_targets(y: torch.Tensor, perm: torch.Tensor, lam: float, counts=None, 
     lam_x = torch.full((b,), lam, device=dev)
     lam_y = lam_x.clone()
     if counts is not None:
-        n = torch.tensor(np.asarray(counts, np.float64), dtype=torch.float32, device=dev)
+        n = to_device(np.asarray(counts, np.float64), dev)
         r = n[y] / n[y[perm]]
         lam_y = torch.where((r >= remix_kappa) & (lam_x < remix_tau), torch.zeros_like(lam_y), lam_y)
         lam_y = torch.where((r <= 1 / remix_kappa) & (1 - lam_x < remix_tau), torch.ones_like(lam_y), lam_y)

@@ -127,8 +127,9 @@ class TrainStep:
 
     A step: augment the uint8 batch on the device, normalise, plan the batch's mixing, forward under bf16
     autocast (when `bf16`), per-example loss reduced with this epoch's class weights, backward, SGD step, and
-    the diagnostics (training accuracy, feature-gradient norms, predictions into major classes). Without a mixing
-    method nothing in it waits for the device; the mixing plans copy small host arrays to it (`plan_batch`).
+    the diagnostics (training accuracy, feature-gradient norms, predictions into major classes). Nothing in it
+    waits for the device: the few host numbers a step needs (MFW's lam, the selection probabilities) go through
+    pinned memory without a synchronisation (`procrustes.transfer`).
     `train` runs it; `procrustes.bench` times it against the reference pipeline.
 
     The mixing goes through `procrustes.weaken`'s forward hooks, the same mechanism a user attaches to their

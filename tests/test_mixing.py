@@ -207,3 +207,36 @@ def test_plan_points_cover_every_point_plan_batch_draws():
         assert seen <= set(plan_points(cfg)), (method, over)
         assert len(seen) == len(plan_points(cfg)), (method, over)  # and each of them is drawn
     assert plan_points(make_config("smoke", method="erm")) == ()
+
+
+def test_to_device_gives_the_values_of_a_plain_copy():
+    from procrustes.transfer import constant, to_device
+
+    a = np.random.default_rng(0).uniform(0.5, 1.0, 1000)
+    assert torch.equal(to_device(a, "cpu"), torch.tensor(a, dtype=torch.float32))
+    assert torch.equal(to_device([0.4914, 0.4822], torch.device("cpu")), torch.tensor([0.4914, 0.4822]))
+    assert constant((0.1, 0.2), "cpu") is constant((0.1, 0.2), "cpu")  # copied once
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mfw_and_remix_steps_do_not_wait_for_the_device():
+    """On CUDA the mixing plans and the normalisation reach the device without a host synchronisation
+    (torch.cuda.set_sync_debug_mode('error') raises on any)."""
+    from procrustes.augment import augment, normalise
+
+    y = Y.cuda()
+    x = torch.randint(0, 256, (200, 32, 32, 3), dtype=torch.uint8, device="cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    rng = np.random.default_rng(0)
+    normalise(x, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))  # the constants' one copy happens here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for method in ("mfw", "remix"):
+            cfg = make_config("smoke", method=method)
+            mix = plan_batch(cfg, y, STEP, 0, 100, gen, rng)
+            xb, _, _ = augment(x, 4, gen)
+            normalise(xb, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert mix.perm is not None
