@@ -217,6 +217,7 @@ def run(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None =
     stop_after: train at most this many epochs in this call and leave a checkpoint (time-sliced jobs);
     returns None when the run is not finished yet. compile: see `use_compile` (not part of the run's key)."""
     validate(cfg)
+    use_compile(compile, torch.device("cpu"), 0)  # a bad setting is an error before anything else
     bench = load_benchmark(cfg, data_root)
     done = store.read_result(cfg, results, bench.data["id"])
     if done is not None:

@@ -33,6 +33,12 @@ def test_auto_compiles_on_cuda_and_long_cpu_runs(monkeypatch):
         use_compile(None, CPU, 1)
 
 
+def test_a_bad_setting_is_refused_before_the_data_are_read(monkeypatch, tmp_path):
+    monkeypatch.setattr("procrustes.train.load_benchmark", lambda *a, **k: pytest.fail("data read"))
+    with pytest.raises(ConfigError, match="unknown compile setting 'fast'"):
+        run(make_config("smoke"), compile="fast", results=tmp_path)
+
+
 def test_the_profiles_compile_where_it_pays():
     from procrustes.data import benchmark_counts
 
