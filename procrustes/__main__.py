@@ -38,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--data-root")
     t.add_argument("--results", help="result store (default: results/ or $PROCRUSTES_RESULTS)")
-    t.add_argument("--compile", choices=("auto", "on", "off"), help="torch.compile the model (default: "
-                   "$PROCRUSTES_COMPILE or auto: on CUDA, and on a CPU for runs of 200k images or more)")
+    t.add_argument("--compile", help="torch.compile the model: auto, on, off, or a torch mode (reduce-overhead, "
+                   "max-autotune, max-autotune-no-cudagraphs); default $PROCRUSTES_COMPILE or auto: on CUDA, and on "
+                   "a CPU for runs of 200k images or more")
 
     r = sub.add_parser("reproduce", help="train every run the notebooks need that the store lacks (resumable)")
     r.add_argument("--profile", default="cpu")
@@ -47,8 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto")
     r.add_argument("--data-root", help="data root for CIFAR-10 (others use data/<name>)")
     r.add_argument("--results")
-    r.add_argument("--compile", choices=("auto", "on", "off"), help="as for train")
+    r.add_argument("--compile", help="as for train")
     r.add_argument("--list", action="store_true", help="only list the missing runs")
+    r.add_argument("--workers", default="auto", help="runs trained at once on each device (packed, one process "
+                   "each), or auto (the default): measure 1 against 2, 3, 4 packed for a few seconds, keep the "
+                   "count that pays (procrustes.speed.best_workers)")
 
     b = sub.add_parser("bench", help="images/s of our trainer against the reference pipeline, same process")
     b.add_argument("--device", default="auto")
@@ -60,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--aug-samples", type=int, default=10000, help="crops sampled from each pipeline for the augmentation check")
     b.add_argument("--packed", type=int, metavar="N", help="instead: N short runs one after another against N packed concurrently")
     b.add_argument("--packed-epochs", type=int, help="epochs of each --packed run (default: 5 on CUDA, 1 smoke run on CPU)")
-    b.add_argument("--compile", action="store_true", help="also time ours with the model compiled (torch.compile; "
-                   "its compilation takes about a minute on a CPU)")
+    b.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                   help="also time ours with the model compiled (torch.compile, in torch's MODE if given: default, "
+                   "reduce-overhead, max-autotune, ...; its compilation takes about a minute on a CPU)")
     b.add_argument("--hooks", action="store_true", help="instead: MFW through forward hooks (the trainer's path and "
                    "procrustes.weaken's) against the same mixing written in line, ResNet-32 on the CPU")
     return ap
@@ -104,8 +109,9 @@ def _train(args) -> int:
 
     from .data import check_root
     from .store import run_dir
-    from .train import resolve_device, run
+    from .train import resolve_device, run, use_compile
 
+    use_compile(args.compile, resolve_device("cpu"), 0)  # a bad setting: one line, before anything is read
     over = {k: getattr(args, k) for k in ("sampler", "model", "epochs", "seed", "max_per_class", "mfw_point", "mfw_select",
                                           "mfw_prob", "mfw_lam", "mfw_active")}
     over.update(dict(parse_assignment(a) for a in args.set))
@@ -129,21 +135,89 @@ def _reproduce(args) -> int:
 
     from .experiments import all_runs
     from .store import collect
-    from .train import run
 
     results = Path(args.results) if args.results else None
+    workers = _workers_arg(args.workers)
     configs = all_runs(args.profile, args.only)
     _, missing = collect(configs, results)
     print(f"{args.profile}: {len(configs) - len(missing)} of {len(configs)} runs stored, {len(missing)} missing")
     for i, c in enumerate(missing):
         print(f"  missing: {c.label()} [{c.key()}]")
-    if args.list:
+    if args.list or not missing:
         return 0
-    for i, c in enumerate(missing):
-        print(f"[{i + 1}/{len(missing)}] {c.label()}", flush=True)
-        root = args.data_root if c.dataset == "cifar10" else None
-        run(c, device=args.device, data_root=root, results=results, compile=args.compile)
+    from .train import resolve_device, use_compile
+
+    use_compile(args.compile, resolve_device("cpu"), 0)  # a bad $PROCRUSTES_COMPILE: one line, before any work
+    try:
+        dev = resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(str(e)) from None
+    if workers is None:
+        workers = _measured_workers(missing[0], str(dev), len(missing), args.data_root)
+    if workers == 1:
+        from .train import run
+
+        for i, c in enumerate(missing):
+            print(f"[{i + 1}/{len(missing)}] {c.label()}", flush=True)
+            root = args.data_root if c.dataset == "cifar10" else None
+            run(c, device=args.device, data_root=root, results=results, compile=args.compile)
+        return 0
+    import os
+
+    from .packing import run_many
+
+    if args.compile:  # the pool's fresh interpreters read it from the environment
+        os.environ["PROCRUSTES_COMPILE"] = args.compile
+    gpus = _gpus(dev)
+    run_many(missing, device=args.device, workers=workers * max(1, gpus), results=results,
+             data_root={"cifar10": args.data_root} if args.data_root else None)
     return 0
+
+
+def _workers_arg(value: str) -> int | None:
+    """--workers: a positive count, or "auto" (None: chosen by measurement)."""
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--workers must be a positive number of runs or auto, not {value!r}")
+    return n
+
+
+def _gpus(dev) -> int:
+    """CUDA devices the pool spreads over: every visible one for "cuda", one for "cuda:k", none on a CPU."""
+    import torch
+
+    if dev.type != "cuda":
+        return 0
+    return torch.cuda.device_count() if dev.index is None else 1
+
+
+def _measured_workers(cfg, device: str, n_missing: int, data_root) -> int:
+    """Runs to pack per device, measured with the first missing run's step (procrustes.speed): 1 for a single
+    missing run or where the measurement fails."""
+    from .packing import _cores
+    from .speed import MEASURE_S, PACK_MIN_GAIN, best_workers, measure
+
+    if n_missing < 2:
+        return 1
+    top = n_missing if device.startswith("cuda") else min(n_missing, _cores())
+    packs = [k for k in (2, 3, 4) if k <= top]
+    if not packs:
+        return 1
+    print(f"workers: measuring {cfg.label()} alone and {', '.join(map(str, packs))} packed on {device} ...", flush=True)
+    root = data_root if cfg.dataset == "cifar10" else None
+    b = measure(cfg, device, seconds=MEASURE_S, packs=packs, compile_cap=0, cap_s=300.0, data_root=root)
+    w = best_workers(b)
+    f = lambda v: f"{v:.0f}" if v else "n/a"  # noqa: E731
+    rates = ", ".join([f"x1 {f(b['eager'])}"] + [f"x{k} {f(v)}" for k, v in sorted(b["packed"].items())])
+    errors = f"; errors: {'; '.join(b['errors'])}" if b["errors"] else ""
+    print(f"workers: {w} a device (aggregate img/s {rates}; a larger count must gain "
+          f"{(PACK_MIN_GAIN - 1) * 100:.0f}%){errors}", flush=True)
+    return w
 
 
 if __name__ == "__main__":

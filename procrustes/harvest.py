@@ -30,11 +30,16 @@ from typing import Any
 
 from . import store
 from .config import PROFILES, ConfigError, RunConfig, make_config, validate
+from .speed import _die_with, bench_line, measure
 
 # the harvest's runs train eager: its estimates of what finishes in the window come from the eager rate it
 # measures, and a compilation per run (tens of seconds, more in several packed processes at once) would eat a
 # window of a few minutes. A longer lease can set PROCRUSTES_COMPILE=on (or auto) before `make gpu-harvest`.
 HARVEST_COMPILE = "off"
+# the compile mode its bench line times (`$HARVEST_COMPILE_MODE` overrides): "reduce-overhead" (CUDA graphs), the
+# candidate for a launch-bound ResNet-32 on a large GPU that no GPU here has measured yet; compile="auto" keeps
+# torch's default mode until this number says otherwise (procrustes.train.AUTO_COMPILE_MODE)
+HARVEST_COMPILE_MODE = "reduce-overhead"
 SAFETY = 1.15  # estimates are multiplied by this: a run that overshoots the budget is killed and lost
 ARCHIVE_RESERVE_S = {"paper": 15.0, "smoke": 5.0}  # kept at the end of the budget to stop the runs, write the archive
 # smoke runs, smaller still than the smoke profile (one epoch, tiny evaluations), so that a CPU shared with other
@@ -117,210 +122,6 @@ def priority_runs(profile: str = "paper") -> list[RunConfig]:
             seen.add(c.key())
             out.append(c)
     return out
-
-
-# ---------------------------------------------------------------- measuring the training speed
-
-
-def _die_with(parent: int) -> None:
-    """In a worker or the training process: when the harvest that started it is gone (killed by a timeout, say),
-    kill its own process group (itself and its helpers), so that nothing keeps the GPU busy for nobody."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _timed_for(step, seconds: float, lr: float, dev) -> tuple[int, float]:
-    """Images trained and seconds taken by back-to-back steps for about `seconds` (at least 1 step on a CPU, 2
-    on a GPU, where the first may still be queued when the clock starts)."""
-    from .bench import _sync
-
-    _sync(dev)
-    t0, n, k = time.perf_counter(), 0, 0
-    while k < (2 if dev.type == "cuda" else 1) or time.perf_counter() - t0 < seconds:
-        n += step(lr)
-        k += 1
-    _sync(dev)
-    return n, time.perf_counter() - t0
-
-
-def _bench_worker(i: int, cfg_d: dict, device: str, seconds: float, packs: list[int], compile_cap: float,
-                  threads: int, barrier, q, parent: int) -> None:
-    """One bench process: ERM alone (worker 0), MFW alone (worker 0), then k workers at once for each k in
-    packs, then (worker 0) the forward-only evaluation rate and torch.compile. Messages go to q."""
-    try:
-        entered = time.time()  # the imports of the spawned interpreter are done by now
-        os.setpgrp()  # its own process group: stopping it also stops the compiler's helper processes
-        _die_with(parent)
-        import torch
-
-        from .bench import Ours, _timed
-        from .data import load_benchmark
-        from .store import device_name
-        from .train import evaluate, resolve_device
-
-        torch.set_num_threads(threads)
-        dev = resolve_device(device)
-        cfg = RunConfig.from_dict(cfg_d)
-        b = load_benchmark(cfg, None)
-        warm = 3 if dev.type == "cuda" else 1
-        ours = Ours(b, cfg, dev)
-        _timed(ours.step, warm, cfg.lr, dev)
-        mfw = Ours(b, cfg.replace(method="mfw"), dev) if i == 0 else None
-        if mfw is not None:
-            _timed(mfw.step, warm, cfg.lr, dev)
-        q.put(("ready", i, entered, time.time() - entered, device_name(dev), ours.bf16))
-        wait = lambda: barrier.wait(timeout=300)  # noqa: E731
-        wait()
-        if i == 0:
-            q.put(("eager", i, *_timed_for(ours.step, seconds, cfg.lr, dev)))
-        wait()
-        if i == 0:
-            q.put(("mfw", i, *_timed_for(mfw.step, seconds, cfg.lr, dev)))
-        for k in packs:
-            wait()
-            if i < k:
-                q.put((f"packed{k}", i, *_timed_for(ours.step, seconds, cfg.lr, dev)))
-        if i != 0:
-            return
-        n_eval = 10000 if dev.type == "cuda" else 64
-        tx = torch.from_numpy(b.test_x[:n_eval]).to(dev)
-        ty = torch.from_numpy(b.test_y[:n_eval]).to(dev)
-        args = (ours.model, tx, ty, len(b.counts), b.spec.mean, b.spec.std, ours.bf16)
-        evaluate(*args)
-        from .bench import _sync
-
-        _sync(dev)
-        t = time.perf_counter()
-        evaluate(*args)
-        _sync(dev)
-        q.put(("eval", i, len(ty), time.perf_counter() - t))
-        if compile_cap > 0:
-            try:
-                t = time.perf_counter()
-                ours.train_step.model = torch.compile(ours.model)
-                _timed(ours.step, 3, cfg.lr, dev)  # compiles
-                q.put(("compile-ready", i, time.perf_counter() - t))
-                q.put(("compiled", i, *_timed_for(ours.step, seconds, cfg.lr, dev)))
-            except Exception as e:  # noqa: BLE001 (any failure of torch.compile is reported, not fatal)
-                q.put(("compile-error", i, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
-    except Exception as e:  # noqa: BLE001
-        try:
-            barrier.abort()
-        finally:
-            q.put(("error", i, f"{type(e).__name__}: {str(e)[:200]}"))
-
-
-def _killpg(pgid: int | None, sig: int) -> None:
-    """Signal a process group that one of our workers made (nothing when it is gone)."""
-    try:
-        if pgid:
-            os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def measure(cfg: RunConfig, device: str, *, seconds: float, packs: list[int], compile_cap: float,
-            cap_s: float) -> dict:
-    """Training images/s of cfg's step in fresh processes (as the runs will be): eager alone, MFW alone, k packed
-    processes (aggregate), forward-only evaluation, and compiled (within compile_cap seconds). What was not
-    measured is None. cap_s bounds everything but the compilation."""
-    import multiprocessing as mp
-    import queue as _queue
-
-    from .packing import _cores
-
-    n = max([1] + packs)
-    threads = max(1, _cores() // n) if device.startswith("cuda") else 1
-    ctx = mp.get_context("spawn")
-    q, barrier = ctx.Queue(), ctx.Barrier(n)
-    t0, spawned = time.perf_counter(), time.time()
-    procs = [ctx.Process(target=_bench_worker, args=(i, cfg.to_dict(), device, seconds, packs, compile_cap, threads,
-                                                     barrier, q, os.getpid())) for i in range(n)]
-    for p in procs:
-        p.start()
-    need = {"eager", "mfw", "eval"} | {f"packed{k}" for k in packs}
-    got: dict[str, list] = {}
-    res: dict[str, Any] = {"eager": None, "mfw": None, "packed": {}, "eval": None, "compiled": None,
-                           "compile_note": "skipped" if compile_cap <= 0 else "not reached", "start_s": None, "setup_s": None, "device_name": None,
-                           "bf16": None, "errors": []}
-    deadline, compile_deadline = t0 + cap_s, None
-    try:
-        while True:
-            now = time.perf_counter()
-            end = compile_deadline if compile_deadline else deadline
-            if now >= end:
-                if compile_deadline:
-                    res["compile_note"] = f"not done within {compile_cap:.0f} s"
-                else:
-                    res["errors"].append(f"bench not done within {cap_s:.0f} s")
-                break
-            try:
-                msg = q.get(timeout=min(1.0, end - now))
-            except _queue.Empty:
-                if not any(p.is_alive() for p in procs):
-                    res["errors"].append(f"bench processes ended (exit codes {[p.exitcode for p in procs]})")
-                    break
-                continue
-            kind = msg[0]
-            if kind == "ready":  # start_s: a fresh interpreter's imports; setup_s: data, model, first steps
-                res["start_s"] = max(res["start_s"] or 0.0, msg[2] - spawned)
-                res["setup_s"] = max(res["setup_s"] or 0.0, msg[3])
-                res["device_name"], res["bf16"] = msg[4], msg[5]
-            elif kind == "error":
-                res["errors"].append(f"worker {msg[1]}: {msg[2]}")
-                break
-            elif kind == "compile-ready":
-                res["compile_s"] = msg[2]
-            elif kind == "compile-error":
-                res["compile_note"] = msg[2]
-                break
-            elif kind == "compiled":
-                res["compiled"], res["compile_note"] = msg[2] / msg[3], "ok"
-                break
-            else:
-                got.setdefault(kind, []).append(msg[2:])
-            if need <= set(got) and all(len(got[f"packed{k}"]) == k for k in packs) and compile_deadline is None:
-                if compile_cap <= 0:
-                    break
-                compile_deadline = time.perf_counter() + compile_cap
-    finally:
-        for p in procs:
-            p.join(timeout=2)
-            if p.is_alive():
-                _killpg(p.pid, signal.SIGTERM)
-                p.join(timeout=5)
-            _killpg(p.pid, signal.SIGKILL)  # the compiler's helper processes may outlive the worker
-            if p.is_alive():  # it had not made its group yet
-                p.kill()
-                p.join(timeout=5)
-    rate = lambda rows: sum(r[0] for r in rows) / max(r[1] for r in rows)  # noqa: E731 (aggregate of concurrent ones)
-    for k in ("eager", "mfw", "eval"):
-        if k in got:
-            res[k] = rate(got[k])
-    for k in packs:
-        if len(got.get(f"packed{k}", [])) == k:
-            res["packed"][k] = rate(got[f"packed{k}"])
-    res["wall_s"] = time.perf_counter() - t0
-    return res
-
-
-def bench_line(cfg: RunConfig, n_train: int, b: dict) -> str:
-    """The one bench line: every number measured here, 'n/a' for what was not."""
-    f = lambda v: f"{v:.0f} img/s" if v else "n/a"  # noqa: E731
-    packed = ", ".join(f"x{k} {f(v)}" for k, v in sorted(b["packed"].items())) or "n/a"
-    comp = f(b["compiled"]) if b["compiled"] else f"n/a ({b['compile_note']})"
-    if b["compiled"] and b.get("compile_s"):
-        comp += f" after {b['compile_s']:.0f} s of compilation"
-    errors = f"; errors: {'; '.join(b['errors'])}" if b["errors"] else ""
-    return (f"bench: cifar10 {cfg.imbalance}-{cfg.ratio:g} {cfg.method} ({cfg.profile}, {n_train} train images, batch "
-            f"{cfg.batch_size}) on {b['device_name'] or 'n/a'} ({'bf16' if b['bf16'] else 'fp32'}): "
-            f"eager {f(b['eager'])}, mfw {f(b['mfw'])}, compiled {comp}, packed aggregate {packed}, "
-            f"eval {f(b['eval'])}; process start {b['start_s'] or 0:.1f} s, run set-up {b['setup_s'] or 0:.1f} s; "
-            f"{b['wall_s']:.0f} s{errors}")
 
 
 # ---------------------------------------------------------------- estimates and the plan
@@ -497,7 +298,13 @@ def harvest(*, smoke: bool, budget_s: float, t0: float, out: Path | None, work: 
     """The whole harvest (see the module docstring). Returns 0 when the archive holds at least one run."""
     import torch
 
+    from .train import TORCH_COMPILE_MODES
+
     device = os.environ.get("HARVEST_DEVICE") or ("cpu" if smoke else "cuda")
+    mode = os.environ.get("HARVEST_COMPILE_MODE", HARVEST_COMPILE_MODE)
+    if mode not in TORCH_COMPILE_MODES:
+        say(f"harvest: unknown HARVEST_COMPILE_MODE {mode!r}: choose one of {', '.join(TORCH_COMPILE_MODES)}")
+        return 2
     if device.startswith("cuda") and not torch.cuda.is_available():
         say("harvest: no CUDA device here (use --smoke on a CPU)")
         return 2
@@ -538,8 +345,9 @@ def _harvest(smoke: bool, device: str, budget_s: float, t0: float, out: Path | N
     cap = float(os.environ.get("HARVEST_COMPILE_CAP_S", 0 if smoke else 45)) if compile_cap is None else compile_cap
     cap = min(cap, 0.1 * budget_s)  # what compilation costs is training time lost
     packs = [2] if smoke else [2, 3, 4]
+    mode = os.environ.get("HARVEST_COMPILE_MODE", HARVEST_COMPILE_MODE)  # checked by harvest()
     b = measure(first, device, seconds=0.3 if smoke else 3.0, packs=packs, compile_cap=cap,
-                cap_s=max(10.0, min(120.0, deadline - time.time() - 30)))
+                cap_s=max(10.0, min(120.0, deadline - time.time() - 30)), compile_mode=mode)
     n_first = images(first)[0]
     say(bench_line(first, n_first, b))
     summary: dict[str, Any] = {"profile": profile, "device": device, "budget_s": budget_s,

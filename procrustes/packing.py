@@ -17,10 +17,11 @@
 Why pack at all: a ResNet-32 at batch 128 leaves most of a modern GPU idle (small kernels, launch overhead,
 per-epoch evaluation and checkpoints on the host), so two or more runs per GPU may finish a sweep sooner.
 Without MPS the GPU time-slices between processes rather than running their kernels side by side, so the gain
-is bounded and MUST BE MEASURED ON THE GPU ITSELF: `python -m procrustes bench --packed N` (`bench_packing`)
-times N short runs one after another against N packed and prints the aggregate ratio. It was only run on a
-CPU at smoke size when this was written; the defaults (2 workers per GPU, 1 on a CPU, where torch already
-uses every core) are a guess to revisit with that number.
+is bounded and MUST BE MEASURED ON THE GPU ITSELF. `python -m procrustes reproduce` (`--workers auto`) and the GPU
+harvest do: they time the step alone and k packed in fresh processes (`procrustes.speed.measure`) and pass the
+count that pays (`speed.best_workers`) as `workers`. `python -m procrustes bench --packed N` (`bench_packing`)
+times N whole short runs one after another against N packed. run_many's own default when no count is given
+(2 workers per GPU, 1 on a CPU, where torch already uses every core) is a guess, not a measurement.
 
 Finished runs (a readable result.json in the store) are skipped; configs with the same key run once. The
 images are decoded into the uint8 cache once, here, before any worker starts, so that workers never race to
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -90,7 +92,8 @@ def _init_process_worker(counter, threads: int | None) -> None:
     _set_threads(threads)
 
 
-def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str) -> dict | None:
+def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str, progress: bool = False) -> dict | None:
+    """One run in a pool worker; with progress, its bar on the worker's own line of the terminal."""
     from .train import run
 
     if gpus > 1 and device == "cuda":  # several GPUs: worker i on cuda:(i mod n)
@@ -100,7 +103,8 @@ def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str
 
         torch.cuda.set_device(torch_device_index(device))
     cfg = RunConfig.from_dict(cfg_dict)
-    return run(cfg, device=device, data_root=_root_for(data_root, cfg.dataset), results=Path(results), progress=False)
+    return run(cfg, device=device, data_root=_root_for(data_root, cfg.dataset), results=Path(results), progress=progress,
+               bar_position=_WORKER.get("id", 0) if progress else None)
 
 
 def _submitit_job(cfg_dict: dict, device: str, data_root, results: str, threads: int | None) -> dict | None:
@@ -237,7 +241,10 @@ def _processes(missing, dev: str, workers, data_root, root, progress):
         print(f"process pool: {w} worker(s), {threads} torch thread(s) each, device {dev}"
               + (f" (round-robin over {gpus} GPUs)" if gpus > 1 and dev == "cuda" else ""), flush=True)
     with ProcessPoolExecutor(max_workers=w, mp_context=ctx, initializer=_init_process_worker, initargs=(counter, threads)) as ex:
-        futs = {ex.submit(_process_job, c.to_dict(), dev, gpus, data_root, str(root)): c for c in missing}
+        # each run's own bar only on a terminal (on its worker's line); in a log file or a pipe, k bars rewriting
+        # one line are unreadable: the per-run lines below say what finished
+        bars = progress and sys.stderr.isatty()
+        futs = {ex.submit(_process_job, c.to_dict(), dev, gpus, data_root, str(root), bars): c for c in missing}
         for f in as_completed(futs):
             done += 1
             _collect(f.result, futs[f], done, len(missing), t0, failures, progress, "")

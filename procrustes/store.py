@@ -198,9 +198,9 @@ def device_name(device) -> str:
 
 
 def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str],
-               compiled: bool = False) -> dict:
+               compile_mode: str | None = None) -> dict:
     """Where a result came from. commits: the git commit(s) whose code trained it (read at each (re)start);
-    compiled: whether torch.compile ran its model (the last (re)start's setting)."""
+    compile_mode: torch.compile's mode for its model, None when it trained eager (the last (re)start's setting)."""
     import torch
 
     return {
@@ -211,7 +211,8 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "device": str(device),
         "device_name": device_name(device),
         "precision": precision,
-        "compiled": compiled,
+        "compiled": compile_mode is not None,
+        "compile_mode": compile_mode,
         "started_utc": started,
         "finished_utc": now_utc(),
         "wall_s": round(wall_s, 2),

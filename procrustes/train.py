@@ -50,28 +50,43 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 # fastest CPU we measured, where compiling the ResNet-32 step took 42 s and gave +16% in fp32, +25% in bf16).
 # Below it (smoke runs, tests) the compilation would cost more than it saves.
 COMPILE_MIN_IMAGES_CPU = 200_000
-COMPILE_MODES = ("auto", "on", "off")
+# torch.compile's own modes, each also a compile setting: "reduce-overhead" adds CUDA graphs (one launch a step
+# instead of hundreds: what a launch-bound ResNet-32 at batch 128 on a large GPU may need), "max-autotune" also
+# searches kernels. "on" is torch's "default" mode.
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("auto", "on", "off") + TORCH_COMPILE_MODES[1:]
+# the mode "auto" compiles with. On CUDA "reduce-overhead" is a candidate not yet measured on a GPU here (the
+# harvest's bench line measures it, `HARVEST_COMPILE_MODE`); until a number says it pays, auto keeps "default".
+AUTO_COMPILE_MODE = "default"
 
 
-def use_compile(compile: str | bool | None, device: torch.device, images: int) -> bool:
-    """Whether a run compiles its model (`torch.compile`, in place: the state dict keeps its keys).
+def compile_mode(compile: str | bool | None, device: torch.device, images: int) -> str | None:
+    """torch.compile's mode for a run, or None for eager (the model is compiled in place: the state dict keeps
+    its keys).
 
-    compile: "on"/True, "off"/False, or "auto" (None reads $PROCRUSTES_COMPILE, default "auto"): on CUDA
-    always, on the CPU when the run trains at least COMPILE_MIN_IMAGES_CPU images. Not part of a run's key:
-    compiled and eager steps agree to floating-point rounding (tests/test_compile.py); the result's
-    provenance says which one trained it."""
+    compile: "on"/True (mode "default"), "off"/False, one of torch's other modes ("reduce-overhead",
+    "max-autotune", "max-autotune-no-cudagraphs"), or "auto" (None reads $PROCRUSTES_COMPILE, default "auto"):
+    AUTO_COMPILE_MODE on CUDA always, and on the CPU when the run trains at least COMPILE_MIN_IMAGES_CPU images.
+    Not part of a run's key: compiled and eager steps agree to floating-point rounding (tests/test_compile.py);
+    the result's provenance says which one trained it, and in which mode."""
     import os
 
     if compile is None:
         compile = os.environ.get("PROCRUSTES_COMPILE", "auto")
     if isinstance(compile, bool):
-        return compile
+        return "default" if compile else None
     if compile not in COMPILE_MODES:
         raise ConfigError(f"unknown compile setting {compile!r} (argument or $PROCRUSTES_COMPILE): choose one of "
                           f"{', '.join(COMPILE_MODES)}")
-    if compile != "auto":
-        return compile == "on"
-    return device.type == "cuda" or (device.type == "cpu" and images >= COMPILE_MIN_IMAGES_CPU)
+    if compile == "auto":
+        auto = device.type == "cuda" or (device.type == "cpu" and images >= COMPILE_MIN_IMAGES_CPU)
+        return AUTO_COMPILE_MODE if auto else None
+    return {"on": "default", "off": None}.get(compile, compile)
+
+
+def use_compile(compile: str | bool | None, device: torch.device, images: int) -> bool:
+    """Whether a run compiles its model (see compile_mode)."""
+    return compile_mode(compile, device, images) is not None
 
 
 def lr_at(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
@@ -210,12 +225,13 @@ class TrainingDiverged(RuntimeError):
 
 
 def run(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
-        stop_after: int | None = None, compile: str | bool | None = None) -> dict | None:
+        stop_after: int | None = None, compile: str | bool | None = None, bar_position: int | None = None) -> dict | None:
     """The stored result of cfg on these data if it is finished, else train it (resuming a checkpoint) and
     store it. The data are loaded first: their content id is part of the run's key.
 
     stop_after: train at most this many epochs in this call and leave a checkpoint (time-sliced jobs);
-    returns None when the run is not finished yet. compile: see `use_compile` (not part of the run's key)."""
+    returns None when the run is not finished yet. compile: see `compile_mode` (not part of the run's key).
+    bar_position: the line of the progress bar (packed runs in one terminal each keep their own line)."""
     validate(cfg)
     use_compile(compile, torch.device("cpu"), 0)  # a bad setting is an error before anything else
     bench = load_benchmark(cfg, data_root)
@@ -223,29 +239,30 @@ def run(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None =
     if done is not None:
         return done
     return train(cfg, device=device, data_root=data_root, results=results, progress=progress, stop_after=stop_after,
-                 bench=bench, compile=compile)
+                 bench=bench, compile=compile, bar_position=bar_position)
 
 
 def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
-          stop_after: int | None = None, bench=None, compile: str | bool | None = None) -> dict | None:
+          stop_after: int | None = None, bench=None, compile: str | bool | None = None,
+          bar_position: int | None = None) -> dict | None:
     """Train cfg (resuming its checkpoint when there is one) and store its result; `bench`: the loaded data.
     On CUDA cudnn.benchmark is on while it trains (fixed shapes: it picks the fastest convolutions)."""
     validate(cfg)
     dev = resolve_device(device)
     bf16 = use_bf16(cfg.precision, dev)
     bench = bench if bench is not None else load_benchmark(cfg, data_root)
-    compiled = use_compile(compile, dev, cfg.epochs * len(bench.train_y))
+    mode = compile_mode(compile, dev, cfg.epochs * len(bench.train_y))
     old_benchmark = torch.backends.cudnn.benchmark
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        return _train(cfg, dev, bf16, bench, results, progress, stop_after, compiled)
+        return _train(cfg, dev, bf16, bench, results, progress, stop_after, mode, bar_position)
     finally:
         torch.backends.cudnn.benchmark = old_benchmark
 
 
 def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progress: bool, stop_after: int | None,
-           compiled: bool) -> dict | None:
+           mode: str | None, bar_position: int | None = None) -> dict | None:
     from tqdm.auto import tqdm
 
     out = store.run_dir(cfg, results, bench.data["id"])
@@ -285,13 +302,13 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         commits = list(dict.fromkeys(ck.get("commits", []) + commits))  # a resumed run may span commits
         wall, train_wall, images = ck["wall"], ck["train_wall"], ck["images"]
     store.atomic_write_json(out / "config.json", cfg.to_dict())
-    if compiled:
-        model.compile()  # in place, after the checkpoint is loaded: state_dict keys stay those of the plain model
+    if mode is not None:
+        model.compile(mode=mode)  # in place, after the checkpoint is loaded: state_dict keys stay those of the plain model
 
     n, B = len(train_y), cfg.batch_size
     steps = math.ceil(n / B)
     bar = tqdm(total=cfg.epochs * steps, initial=start_epoch * steps, desc=cfg.label(), disable=not progress,
-               unit="step", mininterval=1.0, dynamic_ncols=True)
+               unit="step", mininterval=1.0, dynamic_ncols=True, position=bar_position)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     step = TrainStep(cfg, model, opt, criterion, counts, spec, bf16, gen, rng, is_major)
     for epoch in range(start_epoch, end_epoch):
@@ -366,7 +383,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         "history": history,
         "data": bench.data,
         "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), "bf16" if bf16 else "fp32", commits,
-                                       compiled=compiled),
+                                       compile_mode=mode),
     }
     # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
     # weights, or the last checkpoint (at the final epoch), from which a rerun writes both

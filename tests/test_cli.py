@@ -12,6 +12,8 @@ CASES = {
     "ratio below one": (["train", "--ratio", "0.5"], "impossible ratio 0.5"),
     "zero epochs": (["train", "--epochs", "0"], "impossible epochs 0"),
     "unknown mixing point": (["train", "--method", "mfw", "--mfw-point", "stage4"], "unknown mixing point 'stage4'"),
+    "no workers": (["reproduce", "--workers", "0"], "--workers must be a positive number of runs or auto, not '0'"),
+    "unknown compile setting": (["train", "--profile", "smoke", "--compile", "fast"], "unknown compile setting 'fast'"),
     "missing data root": (["train", "--profile", "smoke", "--data-root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
 }
 

@@ -13,7 +13,8 @@ from procrustes.config import ConfigError, make_config
 from procrustes.data import spec
 from procrustes.losses import Criterion
 from procrustes.models import resnet32
-from procrustes.train import COMPILE_MIN_IMAGES_CPU, TrainStep, run, use_compile
+from procrustes.train import (AUTO_COMPILE_MODE, COMPILE_MIN_IMAGES_CPU, TORCH_COMPILE_MODES, TrainStep, compile_mode, run,
+                              use_compile)
 from procrustes.weaken import staged_point_mixers
 
 COUNTS = [100] * 5 + [10] * 5
@@ -28,6 +29,12 @@ def test_auto_compiles_on_cuda_and_long_cpu_runs(monkeypatch):
     assert use_compile(True, CPU, 1) and not use_compile(False, CUDA, 1)
     monkeypatch.setenv("PROCRUSTES_COMPILE", "off")
     assert not use_compile(None, CUDA, 10**9) and use_compile("on", CPU, 1)  # the argument wins over the variable
+    monkeypatch.delenv("PROCRUSTES_COMPILE")
+    assert compile_mode("auto", CUDA, 10) == AUTO_COMPILE_MODE and compile_mode("on", CPU, 1) == "default"
+    assert compile_mode(True, CPU, 1) == "default" and compile_mode("off", CUDA, 1) is None
+    assert compile_mode("auto", CPU, 1) is None
+    for mode in TORCH_COMPILE_MODES[1:]:  # torch's own modes are settings too, and mean "on in that mode"
+        assert compile_mode(mode, CPU, 1) == mode and use_compile(mode, CPU, 1)
     monkeypatch.setenv("PROCRUSTES_COMPILE", "yes")
     with pytest.raises(ConfigError, match="PROCRUSTES_COMPILE"):
         use_compile(None, CPU, 1)
@@ -52,12 +59,13 @@ def test_compile_is_not_in_the_key_and_the_provenance_says(cifar10_root, tmp_pat
     """compile="on" compiles the model in place (nn.Module.compile, recorded here instead of run: a smoke run
     compiled for real takes minutes on a CPU) and the result says compiled: true; the key does not move."""
     calls = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: calls.append(type(self).__name__))
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: calls.append((type(self).__name__, k)))
     cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, epochs=1)
     on = run(cfg, device="cpu", data_root=cifar10_root, results=tmp_path / "on", progress=False, compile="on")
     off = run(cfg, device="cpu", data_root=cifar10_root, results=tmp_path / "off", progress=False, compile="off")
-    assert calls == ["StagedNet"]
+    assert calls == [("StagedNet", {"mode": "default"})]
     assert on["provenance"]["compiled"] is True and off["provenance"]["compiled"] is False
+    assert on["provenance"]["compile_mode"] == "default" and off["provenance"]["compile_mode"] is None
     assert on["key"] == off["key"]
     assert on["history"]["train_loss"] == off["history"]["train_loss"]  # the stand-in compiles nothing
 

@@ -174,6 +174,8 @@ def test_smoke_harvest_archive_imports(smoke_archive, tmp_path):
     print(p.stdout[-4000:], f"\nsmoke harvest: {wall:.0f} s")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "bench: cifar10 step-100 erm (smoke" in p.stdout
+    cores = len(os.sched_getaffinity(0))  # on a CPU one process alone gets every core, 2 packed half each
+    assert f"torch threads a process x1 {cores}, x2 {max(1, cores // 2)};" in p.stdout
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     results = [n for n in names if n.endswith("/result.json")]
@@ -208,3 +210,11 @@ def test_smoke_archive_tampered_or_damaged_is_refused(smoke_archive, tmp_path, c
         err = capsys.readouterr().err
         assert rc == 1 and "refused" in err and len(err.strip().splitlines()) == 1, err
         assert not root.exists()
+
+
+def test_unknown_compile_mode_is_refused_before_anything_starts(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HARVEST_COMPILE_MODE", "fastest")
+    monkeypatch.setattr(harvest, "_start_child", lambda *a: pytest.fail("training process started"))
+    assert harvest.harvest(smoke=True, budget_s=60, t0=time.time(), out=tmp_path, work=None, committed=None) == 2
+    assert "unknown HARVEST_COMPILE_MODE 'fastest'" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
