@@ -14,6 +14,7 @@ CASES = {
     "unknown mixing point": (["train", "--method", "mfw", "--mfw-point", "stage4"], "unknown mixing point 'stage4'"),
     "no workers": (["reproduce", "--workers", "0"], "--workers must be a positive number of runs or auto, not '0'"),
     "unknown compile setting": (["train", "--profile", "smoke", "--compile", "fast"], "unknown compile setting 'fast'"),
+    "unknown bench compile mode": (["bench", "--device", "cpu", "--compile", "fastest"], "unknown compile mode 'fastest'"),
     "missing data root": (["train", "--profile", "smoke", "--data-root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
 }
 
