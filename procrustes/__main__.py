@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                    help="also time ours with the model compiled (torch.compile, in torch's MODE if given: default, "
                    "reduce-overhead, max-autotune, ...; its compilation takes about a minute on a CPU)")
+    b.add_argument("--eval", nargs="?", const="default", metavar="N", help="instead: the trainer's evaluation "
+                   "(img/s) at several batches on N random images (default 2000 on a CPU, 10000 on CUDA), ratio last")
     b.add_argument("--hooks", action="store_true", help="instead: MFW through forward hooks (the trainer's path and "
                    "procrustes.weaken's) against the same mixing written in line, ResNet-32 on the CPU")
     return ap
@@ -164,11 +166,11 @@ def _reproduce(args) -> int:
         return 0
     import os
 
-    from .packing import run_many
+    from .packing import gpu_count, run_many
 
     if args.compile:  # the pool's fresh interpreters read it from the environment
         os.environ["PROCRUSTES_COMPILE"] = args.compile
-    gpus = _gpus(dev)
+    gpus = gpu_count(str(dev))
     run_many(missing, device=args.device, workers=workers * max(1, gpus), results=results,
              data_root={"cifar10": args.data_root} if args.data_root else None)
     return 0
@@ -187,20 +189,11 @@ def _workers_arg(value: str) -> int | None:
     return n
 
 
-def _gpus(dev) -> int:
-    """CUDA devices the pool spreads over: every visible one for "cuda", one for "cuda:k", none on a CPU."""
-    import torch
-
-    if dev.type != "cuda":
-        return 0
-    return torch.cuda.device_count() if dev.index is None else 1
-
-
 def _measured_workers(cfg, device: str, n_missing: int, data_root) -> int:
     """Runs to pack per device, measured with the first missing run's step (procrustes.speed): 1 for a single
     missing run or where the measurement fails."""
     from .packing import _cores
-    from .speed import MEASURE_S, PACK_MIN_GAIN, best_workers, measure
+    from .speed import MEASURE_S, PACK_MIN_GAIN, best_workers, measure, pack_rates
 
     if n_missing < 2:
         return 1
@@ -212,8 +205,7 @@ def _measured_workers(cfg, device: str, n_missing: int, data_root) -> int:
     root = data_root if cfg.dataset == "cifar10" else None
     b = measure(cfg, device, seconds=MEASURE_S, packs=packs, compile_cap=0, cap_s=300.0, data_root=root)
     w = best_workers(b)
-    f = lambda v: f"{v:.0f}" if v else "n/a"  # noqa: E731
-    rates = ", ".join([f"x1 {f(b['eager'])}"] + [f"x{k} {f(v)}" for k, v in sorted(b["packed"].items())])
+    rates = pack_rates(b, alone=True, unit="")
     errors = f"; errors: {'; '.join(b['errors'])}" if b["errors"] else ""
     print(f"workers: {w} a device (aggregate img/s {rates}; a larger count must gain "
           f"{(PACK_MIN_GAIN - 1) * 100:.0f}%){errors}", flush=True)

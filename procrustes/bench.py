@@ -23,7 +23,8 @@ image whose pixels encode their own coordinates, each crop checked pixel for pix
 pipeline: ours with the model compiled, as `train()` compiles it; the ratio compiled/reference is printed before
 the last line) and `--hooks` (MFW through
 forward hooks, the path of the trainer and of `procrustes.weaken`, against the same mixing written in line:
-`procrustes.weaken.bench_hook_overhead`, ratio last).
+`procrustes.weaken.bench_hook_overhead`, ratio last) and `--eval [N]` (the trainer's evaluation at several
+batches on N random images, `bench_eval`: the ratio of the trainer's batch against 1000, last).
 """
 from __future__ import annotations
 
@@ -403,6 +404,44 @@ def bench_packing(k: int, *, device="auto", epochs: int | None = None, data_root
 # ---------------------------------------------------------------- command line
 
 
+EVAL_BASELINE_BATCH = 1000  # the evaluation batch the trainer used everywhere before EVAL_BATCH
+EVAL_BATCHES = (32, 64, 128, 256, 1000)
+
+
+def bench_eval(dev: torch.device, images: int | None = None, batches: tuple[int, ...] = EVAL_BATCHES,
+               rounds: int = 3, out=print) -> dict[int, float]:
+    """img/s of the trainer's evaluate() (ResNet-32, channels_last, eval mode) at each batch, on random uint8
+    images, each batch timed `rounds` times in alternation (best kept); the last line is the ratio of the
+    trainer's batch on this device (train.eval_batch) against EVAL_BASELINE_BATCH. Returns batch -> img/s."""
+    from .train import eval_batch
+
+    images = images or (10000 if dev.type == "cuda" else 2000)
+    ours = eval_batch(dev)
+    batches = tuple(sorted(set(batches) | {ours, EVAL_BASELINE_BATCH}))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (images, 32, 32, 3), dtype=torch.uint8, generator=g).to(dev)
+    y = torch.randint(0, 10, (images,), generator=g).to(dev)
+    torch.manual_seed(0)
+    model = build_model("resnet32", 10, normed=False).to(dev, memory_format=torch.channels_last)
+    bf16 = use_bf16("auto", dev)
+    args = (model, x, y, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), bf16)
+    best = {b: 0.0 for b in batches}
+    for b in batches:  # warm-up: allocator, oneDNN/cuDNN plans
+        evaluate(*args, batch=b)
+    for r in range(rounds):
+        for b in (batches if r % 2 == 0 else batches[::-1]):
+            _sync(dev)
+            t = time.perf_counter()
+            evaluate(*args, batch=b)
+            _sync(dev)
+            best[b] = max(best[b], images / (time.perf_counter() - t))
+    out(f"eval: ResNet-32 forward, {images} images, {'bf16' if bf16 else 'fp32'}, {torch.get_num_threads()} "
+        f"thread(s), best of {rounds}: " + ", ".join(f"batch {b} {v:.0f} img/s" for b, v in best.items()))
+    out(f"ratio eval batch {ours} (the trainer's on {dev.type})/batch {EVAL_BASELINE_BATCH}: "
+        f"{best[ours] / best[EVAL_BASELINE_BATCH]:.2f}")
+    return best
+
+
 def main(args) -> int:
     """`python -m procrustes bench`: see the module docstring. args: device, steps, rounds, workers, data_root,
     and optionally accuracy_steps, aug_samples, packed, packed_epochs, compile (time ours compiled too), hooks
@@ -427,6 +466,12 @@ def main(args) -> int:
         from .weaken import bench_hook_overhead
 
         bench_hook_overhead(steps=args.steps, rounds=args.rounds, threads=torch.get_num_threads())
+        return 0
+    n_eval = getattr(args, "eval", None)
+    if n_eval is not None:
+        if n_eval != "default" and not (n_eval.isdigit() and int(n_eval) >= 1):
+            raise ConfigError(f"impossible --eval {n_eval!r}: a number of images, at least 1 (or nothing for the default)")
+        bench_eval(dev, None if n_eval == "default" else int(n_eval), rounds=args.rounds)
         return 0
     packed = getattr(args, "packed", None)
     if packed:

@@ -313,7 +313,7 @@ def harvest(*, smoke: bool, budget_s: float, t0: float, out: Path | None, work: 
     child = _start_child(plan_path)
     try:
         return _harvest(smoke, device, budget_s, t0, out, work or tmp / "store", committed, compile_cap, child,
-                        plan_path)
+                        plan_path, mode)
     finally:
         if child.poll() is None:
             _write_plan(plan_path, [], 0, device, tmp)
@@ -321,7 +321,7 @@ def harvest(*, smoke: bool, budget_s: float, t0: float, out: Path | None, work: 
 
 
 def _harvest(smoke: bool, device: str, budget_s: float, t0: float, out: Path | None, work: Path, committed: Path | None,
-             compile_cap: float | None, child: subprocess.Popen, plan_path: Path) -> int:
+             compile_cap: float | None, child: subprocess.Popen, plan_path: Path, mode: str) -> int:
     import torch
 
     profile, deadline = ("smoke" if smoke else "paper"), t0 + budget_s
@@ -345,7 +345,6 @@ def _harvest(smoke: bool, device: str, budget_s: float, t0: float, out: Path | N
     cap = float(os.environ.get("HARVEST_COMPILE_CAP_S", 0 if smoke else 45)) if compile_cap is None else compile_cap
     cap = min(cap, 0.1 * budget_s)  # what compilation costs is training time lost
     packs = [2] if smoke else [2, 3, 4]
-    mode = os.environ.get("HARVEST_COMPILE_MODE", HARVEST_COMPILE_MODE)  # checked by harvest()
     b = measure(first, device, seconds=0.3 if smoke else 3.0, packs=packs, compile_cap=cap,
                 cap_s=max(10.0, min(120.0, deadline - time.time() - 30)), compile_mode=mode)
     n_first = images(first)[0]

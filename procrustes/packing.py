@@ -53,13 +53,20 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def gpu_count(device: str) -> int:
+    """CUDA devices a pool on `device` spreads over: every visible one for "cuda", one for "cuda:k", none on a CPU."""
+    if not device.startswith("cuda"):
+        return 0
+    if device != "cuda":
+        return 1
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def default_workers(device: str) -> int:
     """2 processes per visible GPU for CUDA, 1 on a CPU (see the module docstring: measure with bench --packed)."""
-    if device.startswith("cuda"):
-        import torch
-
-        return 2 * max(1, torch.cuda.device_count()) if device in ("cuda",) else 2
-    return 1
+    return 2 * max(1, gpu_count(device)) if device.startswith("cuda") else 1
 
 
 def _set_threads(threads: int | None) -> None:
@@ -229,9 +236,7 @@ def _processes(missing, dev: str, workers, data_root, root, progress):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    import torch
-
-    gpus = torch.cuda.device_count() if dev.startswith("cuda") else 0
+    gpus = gpu_count(dev)
     w = max(1, min(workers or default_workers(dev), len(missing)))
     threads = max(1, _cores() // w)
     ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or torch's thread pools

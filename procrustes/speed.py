@@ -237,10 +237,21 @@ def measure(cfg: RunConfig, device: str, *, seconds: float, packs: list[int], co
     return res
 
 
+def rate(v: float | None, unit: str = " img/s") -> str:
+    """One measured rate as printed everywhere: whole images a second, or 'n/a' where nothing was measured."""
+    return f"{v:.0f}{unit}" if v else "n/a"
+
+
+def pack_rates(b: dict, alone: bool = False, unit: str = " img/s") -> str:
+    """'x2 ..., x3 ...': the aggregate rate of each packed count in a measurement (with x1 first if alone)."""
+    rows = ([(1, b["eager"])] if alone else []) + sorted(b["packed"].items())
+    return ", ".join(f"x{k} {rate(v, unit)}" for k, v in rows) or "n/a"
+
+
 def bench_line(cfg: RunConfig, n_train: int, b: dict) -> str:
     """The one bench line: every number measured here, 'n/a' for what was not."""
-    f = lambda v: f"{v:.0f} img/s" if v else "n/a"  # noqa: E731
-    packed = ", ".join(f"x{k} {f(v)}" for k, v in sorted(b["packed"].items())) or "n/a"
+    f = rate
+    packed = pack_rates(b)
     comp = f(b["compiled"]) if b["compiled"] else f"n/a ({b['compile_note']})"
     if b["compile_note"] != "skipped":
         comp = f"({b.get('compile_mode', 'default')}) {comp}"

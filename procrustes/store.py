@@ -198,9 +198,10 @@ def device_name(device) -> str:
 
 
 def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str],
-               compile_mode: str | None = None) -> dict:
+               compile_mode: str | None = None, eval_batch: int | None = None) -> dict:
     """Where a result came from. commits: the git commit(s) whose code trained it (read at each (re)start);
-    compile_mode: torch.compile's mode for its model, None when it trained eager (the last (re)start's setting)."""
+    compile_mode: torch.compile's mode for its model, None when it trained eager (the last (re)start's setting);
+    eval_batch: images a forward pass of its evaluations (speed only; None where not recorded)."""
     import torch
 
     return {
@@ -213,6 +214,7 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "precision": precision,
         "compiled": compile_mode is not None,
         "compile_mode": compile_mode,
+        "eval_batch": eval_batch,
         "started_utc": started,
         "finished_utc": now_utc(),
         "wall_s": round(wall_s, 2),

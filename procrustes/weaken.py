@@ -433,7 +433,7 @@ def per_class_accuracy(model: nn.Module, data, device: str | torch.device = "cpu
     from .train import evaluate
 
     x, y = torch.from_numpy(data.test_x).to(device), torch.from_numpy(data.test_y).to(device)
-    correct, total, _ = evaluate(model, x, y, len(data.counts), data.spec.mean, data.spec.std, bf16=False, batch=256)
+    correct, total, _ = evaluate(model, x, y, len(data.counts), data.spec.mean, data.spec.std, bf16=False)
     return (correct / total.clamp(min=1)).cpu().numpy()
 
 

@@ -70,3 +70,37 @@ def test_accuracy_compare_starts_from_the_same_weights(cifar10_root):
     assert res["same_init"]
     assert set(res["accuracy"]) == {"reference", "ours"} and all(0 <= a <= 1 for a in res["accuracy"].values())
     assert "within noise" in out[-1] or "OUTSIDE" in out[-1]
+
+
+def test_bench_eval_prints_every_batch_and_the_ratio_last(capsys):
+    from procrustes.__main__ import main
+
+    assert main(["bench", "--device", "cpu", "--eval", "24", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    for b in bench.EVAL_BATCHES:
+        assert f"batch {b} " in lines[-2]
+    assert re.fullmatch(r"ratio eval batch 128 \(the trainer's on cpu\)/batch 1000: \d+\.\d\d", lines[-1])
+
+
+def test_the_evaluation_batch_changes_no_count():
+    """evaluate() is per image (eval mode): any batch gives the same per-class counts, top-5 hits and major
+    predictions, so EVAL_BATCH may differ by device without moving a result."""
+    import torch
+
+    from procrustes.models import build_model
+    from procrustes.train import EVAL_BATCH, eval_batch, evaluate
+
+    torch.manual_seed(0)
+    model = build_model("resnet32", 10, normed=False).to(memory_format=torch.channels_last)
+    for _ in range(3):  # running statistics away from their initial values, so that eval mode differs from train
+        model.train()(torch.randn(16, 3, 32, 32))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (70, 32, 32, 3), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (70,), generator=g)
+    is_major = torch.arange(10) < 5
+    args = (model, x, y, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), False)
+    whole = evaluate(*args, batch=1000, is_major=is_major)
+    for b in (1, 7, 64):
+        for a, c in zip(whole, evaluate(*args, batch=b, is_major=is_major)):
+            assert torch.equal(a, c), b
+    assert whole[1].sum() == 70 and eval_batch("cpu") == EVAL_BATCH["cpu"] and eval_batch("meta") == 1000

@@ -15,6 +15,7 @@ CASES = {
     "no workers": (["reproduce", "--workers", "0"], "--workers must be a positive number of runs or auto, not '0'"),
     "unknown compile setting": (["train", "--profile", "smoke", "--compile", "fast"], "unknown compile setting 'fast'"),
     "unknown bench compile mode": (["bench", "--device", "cpu", "--compile", "fastest"], "unknown compile mode 'fastest'"),
+    "bench eval images not a number": (["bench", "--device", "cpu", "--eval", "many"], "impossible --eval 'many'"),
     "missing data root": (["train", "--profile", "smoke", "--data-root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
 }
 

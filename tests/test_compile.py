@@ -67,6 +67,7 @@ def test_compile_is_not_in_the_key_and_the_provenance_says(cifar10_root, tmp_pat
     assert on["provenance"]["compiled"] is True and off["provenance"]["compiled"] is False
     assert on["provenance"]["compile_mode"] == "default" and off["provenance"]["compile_mode"] is None
     assert on["key"] == off["key"]
+    assert on["provenance"]["eval_batch"] == 128  # train.EVAL_BATCH["cpu"]: speed only, recorded beside
     assert on["history"]["train_loss"] == off["history"]["train_loss"]  # the stand-in compiles nothing
 
 

@@ -101,3 +101,21 @@ def test_reproduce_one_missing_run_measures_nothing(fake):
 
     assert main(["reproduce", "--profile", "smoke", "--only", "02", "--device", "cpu", "--results", str(tmp)]) == 0
     assert calls["measure"] == [] and calls["run_many"] == [] and len(calls["run"]) == 1
+
+
+def test_rates_print_alike_in_bench_and_workers():
+    b = rates(287.6, x2=295.4, x3=None)
+    assert speed.rate(None) == "n/a" and speed.rate(287.6) == "288 img/s"
+    assert speed.pack_rates(b) == "x2 295 img/s, x3 n/a"
+    assert speed.pack_rates(b, alone=True, unit="") == "x1 288, x2 295, x3 n/a"
+    assert speed.pack_rates(rates(100.0)) == "n/a"
+
+
+def test_gpu_count_of_a_device_string(monkeypatch):
+    import torch
+
+    from procrustes.packing import default_workers, gpu_count
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [gpu_count(d) for d in ("cpu", "cuda", "cuda:1")] == [0, 4, 1]
+    assert [default_workers(d) for d in ("cpu", "cuda", "cuda:1")] == [1, 8, 2]
