@@ -250,9 +250,8 @@ def pack_rates(b: dict, alone: bool = False, unit: str = " img/s") -> str:
 
 def bench_line(cfg: RunConfig, n_train: int, b: dict) -> str:
     """The one bench line: every number measured here, 'n/a' for what was not."""
-    f = rate
     packed = pack_rates(b)
-    comp = f(b["compiled"]) if b["compiled"] else f"n/a ({b['compile_note']})"
+    comp = rate(b["compiled"]) if b["compiled"] else f"n/a ({b['compile_note']})"
     if b["compile_note"] != "skipped":
         comp = f"({b.get('compile_mode', 'default')}) {comp}"
     if b["compiled"] and b.get("compile_s"):
@@ -261,6 +260,6 @@ def bench_line(cfg: RunConfig, n_train: int, b: dict) -> str:
     errors = f"; errors: {'; '.join(b['errors'])}" if b["errors"] else ""
     return (f"bench: cifar10 {cfg.imbalance}-{cfg.ratio:g} {cfg.method} ({cfg.profile}, {n_train} train images, batch "
             f"{cfg.batch_size}) on {b['device_name'] or 'n/a'} ({'bf16' if b['bf16'] else 'fp32'}): "
-            f"eager {f(b['eager'])}, mfw {f(b['mfw'])}, compiled {comp}, packed aggregate {packed}, "
-            f"eval {f(b['eval'])}; torch threads a process {threads}; process start {b['start_s'] or 0:.1f} s, run set-up {b['setup_s'] or 0:.1f} s; "
+            f"eager {rate(b['eager'])}, mfw {rate(b['mfw'])}, compiled {comp}, packed aggregate {packed}, "
+            f"eval {rate(b['eval'])}; torch threads a process {threads}; process start {b['start_s'] or 0:.1f} s, run set-up {b['setup_s'] or 0:.1f} s; "
             f"{b['wall_s']:.0f} s{errors}")
