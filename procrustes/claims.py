@@ -97,7 +97,8 @@ def compare(claim: str, statement: str, a: dict[int, float], b: dict[int, float]
     word, sign = noise_test({k: b[k] - a[k] for k in seeds}, [a, b])
     verdict = word if word == ONE_SEED else (SHOWN if word == SHOWN and sign == expect else NOT_SHOWN)
     diff = {k: b[k] - a[k] for k in seeds}
-    numbers = f"{name_a} {fmt(a, unit, digits)}; {name_b} {fmt(b, unit, digits)}; difference {fmt(diff, unit, digits)}"
+    diff_unit = " points" if unit == "%" else unit  # the difference of two percentages is in percentage points
+    numbers = f"{name_a} {fmt(a, unit, digits)}; {name_b} {fmt(b, unit, digits)}; difference {fmt(diff, diff_unit, digits)}"
     return Verdict(claim, statement, NOISE_RULE, verdict, numbers, seeds, **meta)
 
 

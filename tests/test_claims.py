@@ -36,6 +36,12 @@ def test_compare_pairs_seeds_and_reports_each():
     assert claims.compare("x", "s", {0: 1.0}, {1: 2.0}, "A", "B", expect=1).verdict == claims.MISSING
 
 
+def test_difference_of_percentages_is_in_points():
+    v = claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 20.0, 1: 21.5}, "A", "B", expect=+1, unit="%")
+    assert "A 10.5 +- 0.7% (" in v.numbers and "difference 10.2 +- 0.4 points (seeds 0, 1: 10.0, 10.5)" in v.numbers
+    assert "difference 1.0 (seed 0)" in claims.compare("x", "s", {0: 1.0}, {0: 2.0}, "A", "B", expect=1).numbers
+
+
 def _dynamics(minor_curve, minor_test, seeds=(0, 1, 2), method="erm", to_major=0.9):
     out = []
     for s in seeds:
