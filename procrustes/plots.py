@@ -533,6 +533,10 @@ def plot_error_table(df, title: str, show_reported: bool = True):
             if pd.notna(y):
                 ax.bar(x, y, width=w * 0.95, color=color, label=label,
                        yerr=e if pd.notna(e) and e > 0 else None, capsize=2, error_kw={"lw": 0.8})
+                n = str(row.get("seeds_done", "")).split("/")[0]
+                if n.isdigit():  # how many seeds this bar averages
+                    ax.annotate(f"n={n}", (x, y + (e if pd.notna(e) else 0.0)), xytext=(0, 2), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=6.5, color="0.25")
             else:
                 ax.bar(x, 0, width=w * 0.95, color=color, label=label)
                 ax.annotate("missing", (x, 1), rotation=90, ha="center", va="bottom", fontsize=7, color="0.3")
@@ -545,7 +549,7 @@ def plot_error_table(df, title: str, show_reported: bool = True):
     ax.set_xlim(-0.6, len(benches) - 0.4)
     done = [int(str(v).split("/")[0]) for v in df.get("seeds_done", []) if str(v)[:1].isdigit()]
     most = max(done, default=0)
-    ax.set_ylabel("last-epoch top-1 error (%)\n" + ("(mean over seeds; whiskers: std over seeds)" if most > 1
+    ax.set_ylabel("last-epoch top-1 error (%)\n" + ("(mean over n seeds; whiskers: std over seeds)" if most > 1
                                                    else "(one seed: no whiskers)"))
     ax.set_ylim(0, 100)
     ax.grid(axis="x", visible=False)

@@ -109,6 +109,8 @@ def test_figures_and_tables_are_written(tmp_path, monkeypatch):
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("note") and "| dataset |" in md
     fig = plots.plot_error_table(df, "t")
+    done = [str(v).split("/")[0] for v in df["seeds_done"] if not str(v).startswith("0/")]
+    assert done and sorted(t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("n=")) == sorted(f"n={n}" for n in done)
     plots.save_figure(fig, "t")
 
 
