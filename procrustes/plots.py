@@ -560,7 +560,8 @@ def plot_error_table(df, title: str, show_reported: bool = True):
 
 def plot_ablation(df, title: str):
     """Notebook 07: test error and minority-group test accuracy per variant (rows, labelled 'what it varies:
-    variant' and coloured by what it varies); one pair of panels per benchmark."""
+    variant', '(default)' on MFW's defaults, and coloured by what it varies); one pair of panels per benchmark;
+    the title says how many seeds a variant has."""
     import pandas as pd
 
     benches = list(dict.fromkeys(df["benchmark"]))
@@ -580,14 +581,17 @@ def plot_ablation(df, title: str):
                 ax.annotate("missing" if pd.isna(v) else f"{v:.1f}", (0 if pd.isna(v) else v, yy), xytext=(3, 0),
                             textcoords="offset points", va="center", fontsize=7.5)
             ax.set_yticks(y)
-            ax.set_yticklabels([f"{g}: {lab}" for g, lab in zip(sub["group"], sub["label"])], fontsize=8)
+            ax.set_yticklabels([f"{g}: {lab}" + (" (default)" if d is True else "")
+                                for g, lab, d in zip(sub["group"], sub["label"], sub.get("default", [False] * len(sub)))],
+                               fontsize=8)
             ax.set_xlabel(xlabel)
             ax.set_xlim(0, 105)
             ax.grid(axis="y", visible=False)
         low = sub["minority_group"].dropna()
         row[1].set_xlabel(f"{low.iloc[0] if len(low) else 'minority'}-class test accuracy (%)")
         row[0].set_title(b, loc="left", fontsize=10)
-    fig.suptitle(title)
+    n = max((int(str(v).split("/")[1]) for v in df["seeds_done"] if "/" in str(v)), default=0)
+    fig.suptitle(f"{title}\n{n} seed{'s' if n != 1 else ''} per variant" + (": no whiskers" if n == 1 else ""))
     return fig
 
 

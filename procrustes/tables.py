@@ -29,7 +29,7 @@ COLUMN_LABELS = {
     "reported_method": "LDAM-DRW row", "reported_top1_error": "LDAM-DRW reported top-1 error (%)",
     "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
     "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
-    "paper_md_total": "total stated in PAPER.md",
+    "paper_md_total": "total stated in PAPER.md", "default": "MFW default (same run as MFW)",
 }
 ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
                  "minority_group", "minority_acc_mean", "reported_method", "reported_top1_error", "ours_minus_reported"]
@@ -132,8 +132,12 @@ def add_profile_column(df: pd.DataFrame, configs: list[RunConfig], results: list
 
 def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     """Notebook 07: one row per (benchmark, variant) from experiments.ablation_runs' (Variant, config) pairs:
-    what it varies (group), the variant, seeds done, mean/std top-1 error and minority-group accuracy."""
+    what it varies (group), the variant, whether it is MFW's default (the same run as the relative 'MFW'),
+    seeds done, mean/std top-1 error and minority-group accuracy."""
     runs = run_rows(results).set_index("key")
+    # the default MFW run of each benchmark and seed: variants that land on it are the defaults of their group
+    base = {(benchmark_name(c.dataset, c.imbalance, c.ratio), c.seed): c.key() for v, c in pairs
+            if v.overrides == {"method": "mfw"}}
     cells: dict[tuple, list[RunConfig]] = {}
     for v, c in pairs:
         bench = benchmark_name(c.dataset, c.imbalance, c.ratio)
@@ -142,13 +146,14 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     for (bench, group, label, method), cs in cells.items():
         keys = [c.key() for c in cs if c.key() in runs.index]
         done = runs.loc[keys] if keys else runs.iloc[0:0]
-        rows.append({"benchmark": bench, "group": group, "label": label, "method": method,
+        default = group != "relatives" and all(base.get((bench, c.seed)) == c.key() for c in cs)
+        rows.append({"benchmark": bench, "group": group, "label": label, "method": method, "default": default,
                      "seeds_done": f"{len(done)}/{len(cs)}",
                      "top1_error_mean": float(done.top1_error.mean()) if len(done) else math.nan,
                      "top1_error_std": _std(done.top1_error),
                      "minority_group": done.minority_group.iloc[0] if len(done) else None,
                      "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan})
-    return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "seeds_done", "top1_error_mean",
+    return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "default", "seeds_done", "top1_error_mean",
                                        "top1_error_std", "minority_group", "minority_acc_mean"])
 
 

@@ -78,7 +78,12 @@ def test_ablation_table_and_plot(tmp_path):
     configs = list({c.key(): c for _, c in pairs}.values())
     df = tables.ablation_table(pairs, [fake_result(c, 50.0) for c in configs[:-1]])
     assert len(df) == len(pairs)
+    assert set(zip(df.group[df.default], df.label[df.default])) == {
+        ("mixing point", "stage1"), ("selection rule", "median"), ("law of lam", "U(0.5, 1)")}  # the same run as MFW
     fig = plots.plot_ablation(df, "test")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "mixing point: stage1 (default)" in labels and "relatives: MFW" in labels and "mixing point: stem" in labels
+    assert fig._suptitle.get_text().endswith("1 seed per variant: no whiskers")
     paths = plots.save_figure(fig, "ablation_test", tmp_path)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
