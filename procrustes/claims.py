@@ -99,6 +99,8 @@ def compare(claim: str, statement: str, a: dict[int, float], b: dict[int, float]
     diff = {k: b[k] - a[k] for k in seeds}
     diff_unit = " points" if unit == "%" else unit  # the difference of two percentages is in percentage points
     numbers = f"{name_a} {fmt(a, unit, digits)}; {name_b} {fmt(b, unit, digits)}; difference {fmt(diff, diff_unit, digits)}"
+    if word == SHOWN and sign != expect:  # not the claim, but not noise either: say so
+        numbers += "; the opposite direction passes the same rule"
     return Verdict(claim, statement, NOISE_RULE, verdict, numbers, seeds, **meta)
 
 

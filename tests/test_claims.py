@@ -32,7 +32,9 @@ def test_compare_pairs_seeds_and_reports_each():
     v = claims.compare("x", "s", {0: 10.0, 1: 11.0, 2: 10.5}, {0: 20.0, 1: 21.0, 2: 20.2}, "A", "B", expect=+1)
     assert v.verdict == claims.SHOWN and v.seeds == [0, 1, 2]
     assert "seeds 0, 1, 2" in v.numbers and "20.2" in v.numbers
-    assert claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 20.0, 1: 21.0}, "A", "B", expect=-1).verdict == claims.NOT_SHOWN
+    opposite = claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 20.0, 1: 21.0}, "A", "B", expect=-1)
+    assert opposite.verdict == claims.NOT_SHOWN and opposite.numbers.endswith("the opposite direction passes the same rule")
+    assert "opposite" not in claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 10.5, 1: 10.0}, "A", "B", expect=-1).numbers
     assert claims.compare("x", "s", {0: 1.0}, {1: 2.0}, "A", "B", expect=1).verdict == claims.MISSING
 
 
