@@ -581,7 +581,7 @@ def plot_ablation(df, title: str):
                 ax.annotate("missing" if pd.isna(v) else f"{v:.1f}", (0 if pd.isna(v) else v, yy), xytext=(3, 0),
                             textcoords="offset points", va="center", fontsize=7.5)
             ax.set_yticks(y)
-            ax.set_yticklabels([f"{g}: {lab}" + (" (default)" if d is True else "")
+            ax.set_yticklabels([f"{g}: {lab}" + (" (default)" if d in (True, "True") else "")
                                 for g, lab, d in zip(sub["group"], sub["label"], sub.get("default", [False] * len(sub)))],
                                fontsize=8)
             ax.set_xlabel(xlabel)
@@ -591,7 +591,7 @@ def plot_ablation(df, title: str):
         row[1].set_xlabel(f"{low.iloc[0] if len(low) else 'minority'}-class test accuracy (%)")
         row[0].set_title(b, loc="left", fontsize=10)
     n = max((int(str(v).split("/")[1]) for v in df["seeds_done"] if "/" in str(v)), default=0)
-    fig.suptitle(f"{title}\n{n} seed{'s' if n != 1 else ''} per variant" + (": no whiskers" if n == 1 else ""))
+    fig.suptitle(f"{title}\n{n} seed{'s' if n != 1 else ''} per variant" + (": no whiskers" if n == 1 else " (bars: mean)"))
     return fig
 
 
