@@ -506,6 +506,12 @@ def plot_quickstart(result: dict):
 # ---------------------------------------------------------------------------------------- tables as figures
 
 
+def seed_counts(cell) -> tuple[int, int]:
+    """(done, planned) from a table's 'seeds done' cell such as '2/3'; (0, 0) for anything else."""
+    done, _, planned = str(cell).partition("/")
+    return (int(done), int(planned)) if done.isdigit() and planned.isdigit() else (0, 0)
+
+
 def plot_error_table(df, title: str, show_reported: bool = True):
     """Top-1 error per benchmark (x) and method (bars; each benchmark shows the methods of its grid rows), with
     the LDAM-DRW paper's number as a black mark (unless show_reported is False: for runs on data that the
@@ -533,8 +539,8 @@ def plot_error_table(df, title: str, show_reported: bool = True):
             if pd.notna(y):
                 ax.bar(x, y, width=w * 0.95, color=color, label=label,
                        yerr=e if pd.notna(e) and e > 0 else None, capsize=2, error_kw={"lw": 0.8})
-                n = str(row.get("seeds_done", "")).split("/")[0]
-                if n.isdigit():  # how many seeds this bar averages
+                n, _ = seed_counts(row.get("seeds_done"))
+                if n:  # how many seeds this bar averages
                     ax.annotate(f"n={n}", (x, y + (e if pd.notna(e) else 0.0)), xytext=(0, 2), textcoords="offset points",
                                 ha="center", va="bottom", fontsize=6.5, color="0.25")
             else:
@@ -547,8 +553,7 @@ def plot_error_table(df, title: str, show_reported: bool = True):
     ax.set_xticks(np.arange(len(benches)))
     ax.set_xticklabels([f"{DATASET_NAMES.get(d, d)}\n{i}, rho={r:g}" for d, i, r in benches])
     ax.set_xlim(-0.6, len(benches) - 0.4)
-    done = [int(str(v).split("/")[0]) for v in df.get("seeds_done", []) if str(v)[:1].isdigit()]
-    most = max(done, default=0)
+    most = max((seed_counts(v)[0] for v in df.get("seeds_done", [])), default=0)
     ax.set_ylabel("last-epoch top-1 error (%)\n" + ("(mean over n seeds; whiskers: std over seeds)" if most > 1
                                                    else "(one seed: no whiskers)"))
     ax.set_ylim(0, 100)
@@ -581,16 +586,15 @@ def plot_ablation(df, title: str):
                 ax.annotate("missing" if pd.isna(v) else f"{v:.1f}", (0 if pd.isna(v) else v, yy), xytext=(3, 0),
                             textcoords="offset points", va="center", fontsize=7.5)
             ax.set_yticks(y)
-            ax.set_yticklabels([f"{g}: {lab}" + (" (default)" if d in (True, "True") else "")
-                                for g, lab, d in zip(sub["group"], sub["label"], sub.get("default", [False] * len(sub)))],
-                               fontsize=8)
+            ax.set_yticklabels([f"{g}: {lab}" + (" (default)" if d else "")
+                                for g, lab, d in zip(sub["group"], sub["label"], sub["default"])], fontsize=8)
             ax.set_xlabel(xlabel)
             ax.set_xlim(0, 105)
             ax.grid(axis="y", visible=False)
         low = sub["minority_group"].dropna()
         row[1].set_xlabel(f"{low.iloc[0] if len(low) else 'minority'}-class test accuracy (%)")
         row[0].set_title(b, loc="left", fontsize=10)
-    n = max((int(str(v).split("/")[1]) for v in df["seeds_done"] if "/" in str(v)), default=0)
+    n = max((seed_counts(v)[1] for v in df["seeds_done"]), default=0)
     fig.suptitle(f"{title}\n{n} seed{'s' if n != 1 else ''} per variant" + (": no whiskers" if n == 1 else " (bars: mean)"))
     return fig
 
@@ -599,5 +603,5 @@ __all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "style", "
            "method_name", "benchmark_name", "setting_title", "groups_of", "minority_group", "majority_group",
            "group_curves", "per_class", "epochs", "plot_benchmark_counts", "plot_class_counts", "plot_group_metric",
            "plot_underfit_then_overfit", "plot_feature_gradients", "plot_train_balance", "plot_per_class_test_acc",
-           "plot_quickstart", "plot_error_table", "plot_ablation", "by_method", "seed_curves", "draw_seeds",
+           "plot_quickstart", "plot_error_table", "plot_ablation", "by_method", "seed_curves", "seed_counts", "draw_seeds",
            "gradient_ratio", "group_scale", "groups_note", "group_test_acc", "figures_dir", "COMMITTED_PROFILE"]
