@@ -135,6 +135,7 @@ def _train(args) -> int:
 def _reproduce(args) -> int:
     from pathlib import Path
 
+    from .config import run_label
     from .experiments import all_runs
     from .store import collect
 
@@ -144,7 +145,7 @@ def _reproduce(args) -> int:
     _, missing = collect(configs, results)
     print(f"{args.profile}: {len(configs) - len(missing)} of {len(configs)} runs stored, {len(missing)} missing")
     for i, c in enumerate(missing):
-        print(f"  missing: {c.label()} [{c.key()}]")
+        print(f"  missing: {run_label(c)} [{c.key()}]")
     if args.list or not missing:
         return 0
     from .train import resolve_device, use_compile

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig
+from .config import RunConfig, run_label
 from .plots import benchmark_name, figures_dir, group_test_acc, method_name, minority_group
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
@@ -167,17 +167,6 @@ def lookup(df: pd.DataFrame, column: str = "top1_error_mean", **where) -> float:
 
 
 # ---------------------------------------------------------------------------------------- missing, provenance
-
-
-def run_label(c: RunConfig) -> str:
-    """c.label() plus the fields that differ from its profile's defaults (so that ablation variants differ)."""
-    import dataclasses
-
-    from .config import make_config
-
-    base = make_config(c.profile, dataset=c.dataset, imbalance=c.imbalance, ratio=c.ratio, method=c.method, seed=c.seed)
-    diff = [f"{f.name}={getattr(c, f.name)}" for f in dataclasses.fields(c) if getattr(c, f.name) != getattr(base, f.name)]
-    return c.label() + (f" [{', '.join(diff)}]" if diff else "")
 
 
 def missing_table(missing: list[RunConfig]) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from procrustes.config import PROFILES, ConfigError, RunConfig, make_config, parse_assignment, split_method, validate
+from procrustes.config import PROFILES, ConfigError, RunConfig, make_config, parse_assignment, run_label, split_method, validate
 
 
 def _changed(value):
@@ -200,3 +200,10 @@ def test_ratio_spelling_does_not_change_the_key():
     assert make_config("smoke", ratio=2.5).ratio == 2.5
     name, value = parse_assignment("ratio=10")
     assert make_config("smoke", **{name: value}).key() == make_config("smoke", ratio=10).key()
+
+
+def test_run_label_names_the_fields_an_ablation_changes():
+    base = make_config("cpu", imbalance="step", method="mfw+ldam-drw")
+    assert run_label(base) == base.label()
+    until = dataclasses.replace(base, mfw_active="until-drw", mfw_lam_min=0.0)
+    assert run_label(until) == base.label() + " [mfw_lam_min=0.0, mfw_active=until-drw]"

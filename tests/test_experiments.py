@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from procrustes import experiments as ex
-from procrustes.config import validate
+from procrustes.config import make_config, validate
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
@@ -39,6 +39,10 @@ def test_cpu_training_order_follows_issue_10():
     assert rows == sorted(rows)
     assert {c.seed for c in runs if ex.priority(c)[0] == 3} == {0}  # ablations: seed 0
     assert all(c.imbalance == "step" for c in runs if ex.priority(c)[0] == 3)
+    # a one-field change of an LDAM-DRW run is an ablation (row d), trained after row c's seeds 1 and 2
+    until = make_config("cpu", imbalance="step", ratio=100, method="mfw+ldam-drw", mfw_active="until-drw")
+    assert until.key() in {c.key() for c in runs} and ex.priority(until) == (3, 0)
+    assert ex.priority(make_config("cpu", imbalance="step", ratio=100, method="mfw+ldam-drw", seed=2)) == (2, 2)
 
 
 def test_paper_table_grid():
@@ -57,7 +61,7 @@ def test_tiny_runs_outside_paper_are_the_slice():
 
 def test_ablations_cover_every_reconstructed_choice():
     groups = {v.group for v in ex.ablation_variants("paper")}
-    assert groups == {"mixing point", "selection rule", "law of lam", "when active", "relatives"}
+    assert groups == {"mixing point", "selection rule", "law of lam", "when active (+DRW)", "when active (+LDAM-DRW)", "relatives"}
     assert len(ex.ablation_variants("cpu")) < len(ex.ablation_variants("paper"))
     cpu = {(v.group, v.label) for v in ex.ablation_variants("cpu")}
     for point in ("input", "stem", "stage1", "stage2", "stage3"):
