@@ -107,10 +107,26 @@ def settings(namespace: dict, **expected: Any) -> Settings:
 # ---------------------------------------------------------------------------------------- clean notebooks
 
 
+def join_streams(outputs: list[dict]) -> list[dict]:
+    """Adjacent stream outputs of the same name (stdout, stderr) as one, its text as lines, as Jupyter shows them."""
+    out: list[dict] = []
+    for o in outputs:
+        if o.get("output_type") == "stream":
+            text = o.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if out and out[-1].get("output_type") == "stream" and out[-1].get("name") == o.get("name"):
+                text = "".join(out[-1]["text"]) + text
+                out.pop()
+            o = {**o, "text": text.splitlines(keepends=True)}
+        out.append(o)
+    return out
+
+
 def strip_volatile(path: str | Path) -> bool:
     """Remove what differs between two executions of the same notebook on the same results: papermill's
-    timings and environment, execution timestamps, execution counts' gaps are kept as they are (they depend
-    only on the cells). Returns True when the file changed."""
+    timings and environment, execution timestamps; and join the adjacent chunks of one stream (how a print is cut
+    into messages depends on timing), so that `make figures` leaves the git tree clean. Execution counts are
+    kept as they are (they depend only on the cells). Returns True when the file changed."""
     p = Path(path)
     nb = json.loads(p.read_text())
     meta = nb.get("metadata", {})
@@ -125,6 +141,8 @@ def strip_volatile(path: str | Path) -> bool:
         if isinstance(cm.get("papermill"), dict):
             for k in ("start_time", "end_time", "duration"):
                 cm["papermill"].pop(k, None)
+        if "outputs" in cell:
+            cell["outputs"] = join_streams(cell["outputs"])
     text = json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
     if text != p.read_text():
         from .store import atomic_write_text

@@ -69,3 +69,26 @@ def test_strip_volatile(tmp_path):
     assert out["cells"][0]["metadata"] == {"papermill": {"status": "completed"}, "tags": ["parameters"]}
     text = p.read_text()
     assert notebook.strip_volatile(p) is False and p.read_text() == text
+
+
+def test_strip_volatile_joins_the_chunks_of_a_stream(tmp_path):
+    """One print cut into two messages (timing) and the same print in one message strip to the same file."""
+    def nb(outputs):
+        return {"cells": [{"cell_type": "code", "id": "a", "source": [], "execution_count": 1, "metadata": {},
+                           "outputs": outputs}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    cut = [{"output_type": "stream", "name": "stdout", "text": ["a\n", "b"]},
+           {"output_type": "stream", "name": "stdout", "text": "c\nd\n"},
+           {"output_type": "stream", "name": "stderr", "text": "e\n"},
+           {"output_type": "stream", "name": "stdout", "text": "f\n"}]
+    whole = [{"output_type": "stream", "name": "stdout", "text": "a\nbc\nd\n"},
+             {"output_type": "stream", "name": "stderr", "text": ["e\n"]},
+             {"output_type": "stream", "name": "stdout", "text": ["f\n"]}]
+    paths = []
+    for name, outputs in (("cut", cut), ("whole", whole)):
+        paths.append(tmp_path / f"{name}.ipynb")
+        paths[-1].write_text(json.dumps(nb(outputs)))
+        notebook.strip_volatile(paths[-1])
+    assert paths[0].read_text() == paths[1].read_text()
+    outs = json.loads(paths[0].read_text())["cells"][0]["outputs"]
+    assert [(o["name"], o["text"]) for o in outs] == [("stdout", ["a\n", "bc\n", "d\n"]), ("stderr", ["e\n"]),
+                                                      ("stdout", ["f\n"])]
