@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, run_label
-from .plots import benchmark_name, figures_dir, group_test_acc, method_name, minority_group
+from .plots import benchmark_name, figures_dir, group_test_acc, majority_group, method_name, minority_group
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
 
@@ -26,13 +26,15 @@ COLUMN_LABELS = {
     "dataset": "dataset", "imbalance": "imbalance", "ratio": "rho", "method": "method",
     "seeds_done": "seeds done", "top1_error_mean": "top-1 error (%)", "top1_error_std": "std over seeds",
     "minority_group": "minority group", "minority_acc_mean": "minority-group acc. (%)",
+    "majority_group": "majority group", "majority_acc_mean": "majority-group acc. (%)",
     "reported_method": "LDAM-DRW row", "reported_top1_error": "LDAM-DRW reported top-1 error (%)",
     "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
     "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
     "paper_md_total": "total stated in PAPER.md", "default": "MFW default (same run as MFW)",
 }
 ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
-                 "minority_group", "minority_acc_mean", "reported_method", "reported_top1_error", "ours_minus_reported"]
+                 "minority_group", "minority_acc_mean", "majority_group", "majority_acc_mean", "reported_method",
+                 "reported_top1_error", "ours_minus_reported"]
 
 
 # ---------------------------------------------------------------------------------------- reported numbers
@@ -68,18 +70,19 @@ def config_key(result: dict) -> str:
 
 
 def run_rows(results: list[dict]) -> pd.DataFrame:
-    """One row per finished run: benchmark, method, seed, errors, minority-group accuracy (groups scaled with
-    n_max, see plots.groups_of), config key."""
+    """One row per finished run: benchmark, method, seed, errors, minority- and majority-group accuracy (groups
+    scaled with n_max, see plots.groups_of; both, since a long-tailed method trades one for the other), config key."""
     rows = []
     for r in results:
         c, s = r["config"], r["summary"]
-        low = minority_group(r)
+        low, high = minority_group(r), majority_group(r)
         rows.append({"dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
                      "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
                      "top5_error": s.get("top5_error"), "minority_group": low,
-                     "minority_acc": 100 * group_test_acc(r, low), "key": config_key(r)})
+                     "minority_acc": 100 * group_test_acc(r, low), "majority_group": high,
+                     "majority_acc": 100 * group_test_acc(r, high), "key": config_key(r)})
     return pd.DataFrame(rows, columns=["dataset", "imbalance", "ratio", "method", "seed", "top1_error", "top5_error",
-                                       "minority_group", "minority_acc", "key"])
+                                       "minority_group", "minority_acc", "majority_group", "majority_acc", "key"])
 
 
 def _std(x: pd.Series) -> float:
@@ -88,7 +91,7 @@ def _std(x: pd.Series) -> float:
 
 def error_table(configs: list[RunConfig], results: list[dict], compare: bool = True) -> pd.DataFrame:
     """One row per (dataset, imbalance, ratio, method) of `configs`, in their order, finished or not:
-    seeds done (of planned), mean and std over seeds of the last-epoch top-1 error, minority-group accuracy,
+    seeds done (of planned), mean and std over seeds of the last-epoch top-1 error, minority- and majority-group accuracy,
     the LDAM-DRW paper's reported error and ours minus reported (left blank when compare is False).
     A row whose runs are all missing keeps NaN numbers: the table's shape does not depend on progress."""
     ref = reported()
@@ -109,6 +112,8 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
             "top1_error_std": _std(done.top1_error),
             "minority_group": done.minority_group.iloc[0] if len(done) else None,
             "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan,
+            "majority_group": done.majority_group.iloc[0] if len(done) else None,
+            "majority_acc_mean": float(done.majority_acc.mean()) if len(done) else math.nan,
             "reported_method": reported_name(d, m) or "",
             "reported_top1_error": rep,
             "ours_minus_reported": mean - rep if compare else math.nan,
@@ -133,7 +138,7 @@ def add_profile_column(df: pd.DataFrame, configs: list[RunConfig], results: list
 def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     """Notebook 07: one row per (benchmark, variant) from experiments.ablation_runs' (Variant, config) pairs:
     what it varies (group), the variant, whether it is MFW's default (the same run as the relative 'MFW'),
-    seeds done, mean/std top-1 error and minority-group accuracy."""
+    seeds done, mean/std top-1 error, minority- and majority-group accuracy."""
     runs = run_rows(results).set_index("key")
     # the default MFW run of each benchmark and seed: variants that land on it are the defaults of their group
     base = {(benchmark_name(c.dataset, c.imbalance, c.ratio), c.seed): c.key() for v, c in pairs
@@ -152,9 +157,12 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
                      "top1_error_mean": float(done.top1_error.mean()) if len(done) else math.nan,
                      "top1_error_std": _std(done.top1_error),
                      "minority_group": done.minority_group.iloc[0] if len(done) else None,
-                     "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan})
+                     "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan,
+                     "majority_group": done.majority_group.iloc[0] if len(done) else None,
+                     "majority_acc_mean": float(done.majority_acc.mean()) if len(done) else math.nan})
     return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "default", "seeds_done", "top1_error_mean",
-                                       "top1_error_std", "minority_group", "minority_acc_mean"])
+                                       "top1_error_std", "minority_group", "minority_acc_mean", "majority_group",
+                                       "majority_acc_mean"])
 
 
 def lookup(df: pd.DataFrame, column: str = "top1_error_mean", **where) -> float:

@@ -69,6 +69,14 @@ def test_error_table_keeps_missing_rows():
     row = part.iloc[0]
     assert row.seeds_done == "1/1" and row.top1_error_mean == 40.0
     assert row.ours_minus_reported == pytest.approx(40.0 - tables.reported_error(row.dataset, row.imbalance, row.ratio, row.method))
+    # both ends of the distribution, from the per-class test accuracies (0.9 down to 0.1 over the classes)
+    r = fake_result(configs[0], 40.0)
+    acc = np.asarray(r["summary"]["test_acc_per_class"])
+    g = plots.groups_of(r)
+    assert (row.minority_group, row.majority_group) == (plots.minority_group(r), plots.majority_group(r))
+    assert row.minority_acc_mean == pytest.approx(100 * acc[g[row.minority_group]].mean())
+    assert row.majority_acc_mean == pytest.approx(100 * acc[g[row.majority_group]].mean())
+    assert row.majority_acc_mean > row.minority_acc_mean
     assert tables.shape_line(part) == tables.shape_line(full)
     assert "missing" in tables.report_missing(configs[1:], planned=len(configs))
 
