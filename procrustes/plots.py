@@ -564,35 +564,35 @@ def plot_error_table(df, title: str, show_reported: bool = True):
 
 
 def plot_ablation(df, title: str):
-    """Notebook 07: test error and minority-group test accuracy per variant (rows, labelled 'what it varies:
-    variant', '(default)' on MFW's defaults, and coloured by what it varies); one pair of panels per benchmark;
-    the title says how many seeds a variant has."""
+    """Notebook 07: test error, minority- and majority-group test accuracy per variant (rows, labelled 'what it
+    varies: variant', '(default)' on MFW's defaults, and coloured by what it varies); one row of panels per
+    benchmark; the title says how many seeds a variant has."""
     import pandas as pd
 
     benches = list(dict.fromkeys(df["benchmark"]))
     n = len(df[df["benchmark"] == benches[0]])
-    fig, axes = plt.subplots(len(benches), 2, figsize=(11, 1.0 + (0.3 * n + 0.9) * len(benches)), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(len(benches), 3, figsize=(14, 1.0 + (0.3 * n + 0.9) * len(benches)), squeeze=False,
+                             layout="constrained", sharey="row")
     groups = list(dict.fromkeys(df["group"]))
     gcol = {g: PALETTE[k % len(PALETTE)] for k, g in enumerate(groups)}
     for row, b in zip(axes, benches):
         sub = df[df["benchmark"] == b].reset_index(drop=True)
         y = np.arange(len(sub))[::-1]
+        low, high = sub["minority_group"].dropna(), sub["majority_group"].dropna()
         for ax, col, xlabel in ((row[0], "top1_error_mean", "last-epoch top-1 error (%)"),
-                                (row[1], "minority_acc_mean", "minority-group test accuracy (%)")):
+                                (row[1], "minority_acc_mean", f"{low.iloc[0] if len(low) else 'minority'}-class test accuracy (%)"),
+                                (row[2], "majority_acc_mean", f"{high.iloc[0] if len(high) else 'majority'}-class test accuracy (%)")):
             vals = sub[col].astype(float)
             ax.barh(y, vals.fillna(0), color=[gcol[g] for g in sub["group"]], height=0.7)
             for yy, v in zip(y, vals):
                 ax.annotate("missing" if pd.isna(v) else f"{v:.1f}", (0 if pd.isna(v) else v, yy), xytext=(3, 0),
                             textcoords="offset points", va="center", fontsize=7.5)
-            ax.set_yticks(y)
-            ax.set_yticklabels([f"{g}: {lab}" + (" (default)" if d else "")
-                                for g, lab, d in zip(sub["group"], sub["label"], sub["default"])], fontsize=8)
             ax.set_xlabel(xlabel)
             ax.set_xlim(0, 105)
             ax.grid(axis="y", visible=False)
-        low = sub["minority_group"].dropna()
-        row[1].set_xlabel(f"{low.iloc[0] if len(low) else 'minority'}-class test accuracy (%)")
+        row[0].set_yticks(y)
+        row[0].set_yticklabels([f"{g}: {lab}" + (" (default)" if d else "")
+                                for g, lab, d in zip(sub["group"], sub["label"], sub["default"])], fontsize=8)
         row[0].set_title(b, loc="left", fontsize=10)
     n = max((seed_counts(v)[1] for v in df["seeds_done"]), default=0)
     fig.suptitle(f"{title}\n{n} seed{'s' if n != 1 else ''} per variant" + (": no whiskers" if n == 1 else " (bars: mean)"))

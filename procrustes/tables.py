@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, run_label
+from .config import RunConfig, make_config, run_label
 from .plots import benchmark_name, figures_dir, group_test_acc, majority_group, method_name, minority_group
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
@@ -30,7 +30,7 @@ COLUMN_LABELS = {
     "reported_method": "LDAM-DRW row", "reported_top1_error": "LDAM-DRW reported top-1 error (%)",
     "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
     "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
-    "paper_md_total": "total stated in PAPER.md", "default": "MFW default (same run as MFW)",
+    "paper_md_total": "total stated in PAPER.md", "default": "MFW's default choice",
 }
 ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
                  "minority_group", "minority_acc_mean", "majority_group", "majority_acc_mean", "reported_method",
@@ -137,12 +137,14 @@ def add_profile_column(df: pd.DataFrame, configs: list[RunConfig], results: list
 
 def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     """Notebook 07: one row per (benchmark, variant) from experiments.ablation_runs' (Variant, config) pairs:
-    what it varies (group), the variant, whether it is MFW's default (the same run as the relative 'MFW'),
-    seeds done, mean/std top-1 error, minority- and majority-group accuracy."""
+    what it varies (group), the variant, whether it is MFW's default choice (the run its method has in the
+    profile with no other change: stage1, median, U(0.5, 1), always), seeds done, mean/std top-1 error, minority-
+    and majority-group accuracy."""
     runs = run_rows(results).set_index("key")
-    # the default MFW run of each benchmark and seed: variants that land on it are the defaults of their group
-    base = {(benchmark_name(c.dataset, c.imbalance, c.ratio), c.seed): c.key() for v, c in pairs
-            if v.overrides == {"method": "mfw"}}
+
+    def is_default(c: RunConfig) -> bool:
+        return c.key() == make_config(c.profile, dataset=c.dataset, imbalance=c.imbalance, ratio=c.ratio,
+                                      method=c.method, seed=c.seed).key()
     cells: dict[tuple, list[RunConfig]] = {}
     for v, c in pairs:
         bench = benchmark_name(c.dataset, c.imbalance, c.ratio)
@@ -151,7 +153,7 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     for (bench, group, label, method), cs in cells.items():
         keys = [c.key() for c in cs if c.key() in runs.index]
         done = runs.loc[keys] if keys else runs.iloc[0:0]
-        default = group != "relatives" and all(base.get((bench, c.seed)) == c.key() for c in cs)
+        default = group != "relatives" and all(is_default(c) for c in cs)
         rows.append({"benchmark": bench, "group": group, "label": label, "method": method, "default": default,
                      "seeds_done": f"{len(done)}/{len(cs)}",
                      "top1_error_mean": float(done.top1_error.mean()) if len(done) else math.nan,

@@ -87,8 +87,11 @@ def test_ablation_table_and_plot(tmp_path):
     df = tables.ablation_table(pairs, [fake_result(c, 50.0) for c in configs[:-1]])
     assert len(df) == len(pairs)
     assert set(zip(df.group[df.default], df.label[df.default])) == {
-        ("mixing point", "stage1"), ("selection rule", "median"), ("law of lam", "U(0.5, 1)")}  # the same run as MFW
+        ("mixing point", "stage1"), ("selection rule", "median"), ("law of lam", "U(0.5, 1)"),  # the same run as MFW
+        ("when active (+DRW)", "always"), ("when active (+LDAM-DRW)", "always")}  # mfw_active's default
     fig = plots.plot_ablation(df, "test")
+    assert [ax.get_xlabel() for ax in fig.axes] == ["last-epoch top-1 error (%)", "minor-class test accuracy (%)",
+                                                    "major-class test accuracy (%)"]
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert "mixing point: stage1 (default)" in labels and "relatives: MFW" in labels and "mixing point: stem" in labels
     assert fig._suptitle.get_text().endswith("1 seed per variant: no whiskers")
