@@ -137,7 +137,7 @@ def _reproduce(args) -> int:
 
     from .config import run_label
     from .experiments import all_runs
-    from .store import collect
+    from .store import checkpoint_epoch, collect
 
     results = Path(args.results) if args.results else None
     workers = _workers_arg(args.workers)
@@ -145,7 +145,8 @@ def _reproduce(args) -> int:
     _, missing = collect(configs, results)
     print(f"{args.profile}: {len(configs) - len(missing)} of {len(configs)} runs stored, {len(missing)} missing")
     for i, c in enumerate(missing):
-        print(f"  missing: {run_label(c)} [{c.key()}]")
+        ep = checkpoint_epoch(c, results)
+        print(f"  missing: {run_label(c)} [{c.key()}]" + (f" ({ep} of {c.epochs} epochs checkpointed: resumes)" if ep else ""))
     if args.list or not missing:
         return 0
     from .train import resolve_device, use_compile

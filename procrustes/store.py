@@ -94,6 +94,24 @@ def load_checkpoint(path: Path, device) -> dict | None:
         return None
 
 
+def checkpoint_epoch(cfg: RunConfig, root: Path | None = None) -> int | None:
+    """The epoch an interrupted run of cfg would resume from (its newest checkpoint, on any data), or None. Read
+    only, for listings: an unreadable checkpoint gives None here and is set aside when the run starts."""
+    import torch
+
+    best = None
+    for d in run_dirs(cfg, root):
+        path = d / "checkpoint.pt"
+        if not path.exists():
+            continue
+        try:
+            ep = int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+        except Exception:  # damaged or foreign: the trainer reports it when it resumes
+            continue
+        best = ep if best is None else max(best, ep)
+    return best
+
+
 class DamagedResult(UserWarning):
     pass
 

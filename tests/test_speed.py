@@ -89,10 +89,20 @@ def test_reproduce_one_worker_trains_here_one_after_another(fake):
     assert calls["measure"] == [] and calls["run_many"] == [] and len(calls["run"]) >= 2
 
 
-def test_reproduce_list_measures_nothing(fake):
+def test_reproduce_list_measures_nothing(fake, capsys):
     calls, tmp = fake
+    import torch
+
+    from procrustes.experiments import all_runs
+
+    first = all_runs("smoke", ["04"])[0]  # interrupted after one epoch
+    (tmp / "smoke" / f"{first.key()}-abcdef01").mkdir(parents=True)
+    torch.save({"model": {}, "epoch": 1}, tmp / "smoke" / f"{first.key()}-abcdef01" / "checkpoint.pt")
     assert _reproduce(tmp, "--list") == 0
     assert calls == {"measure": [], "run_many": [], "run": []}
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "missing:" in ln]
+    assert lines[0].endswith(f"[{first.key()}] (1 of {first.epochs} epochs checkpointed: resumes)")
+    assert all("checkpointed" not in ln for ln in lines[1:])
 
 
 def test_reproduce_one_missing_run_measures_nothing(fake):

@@ -169,3 +169,21 @@ def test_provenance_keys():
         assert k in p
     assert p["wall_s"] == 12.35 and p["train_images_per_s"] == 678.9
     assert p["git_commit"] == "abc, def" and p["git_commits"] == ["abc", "def"] and "threads" in p["device_name"]
+
+
+def test_checkpoint_epoch_reads_without_touching(tmp_path):
+    """reproduce --list says how far an interrupted run got; a damaged checkpoint stays where it is for the
+    trainer to report and set aside."""
+    import torch
+
+    cfg = make_config("smoke", seed=0)
+    assert store.checkpoint_epoch(cfg, tmp_path) is None
+    folder = tmp_path / "smoke" / f"{cfg.key()}-abcdef01"
+    folder.mkdir(parents=True)
+    torch.save({"model": {}, "epoch": 3}, folder / "checkpoint.pt")
+    assert store.checkpoint_epoch(cfg, tmp_path) == 3
+    other = tmp_path / "smoke" / f"{cfg.key()}-12345678"  # the same config on other data
+    other.mkdir()
+    (other / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert store.checkpoint_epoch(cfg, tmp_path) == 3
+    assert (other / "checkpoint.pt").read_bytes() == b"not a checkpoint"
