@@ -95,8 +95,9 @@ def load_checkpoint(path: Path, device) -> dict | None:
 
 
 def checkpoint_epoch(cfg: RunConfig, root: Path | None = None) -> int | None:
-    """The epoch an interrupted run of cfg would resume from (its newest checkpoint, on any data), or None. Read
-    only, for listings: an unreadable checkpoint gives None here and is set aside when the run starts."""
+    """How many epochs an interrupted run of cfg has checkpointed (the furthest of its folders, on any data), or
+    None. Read only, for listings: an unreadable checkpoint is skipped here; the trainer sets it aside when the
+    run starts."""
     import torch
 
     best = None
