@@ -297,12 +297,18 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return name, raw
 
 
+def base_config(c: RunConfig) -> RunConfig:
+    """c's benchmark, method and seed with its profile's defaults for everything else: the run an ablation
+    variant changes one field of."""
+    return make_config(c.profile, dataset=c.dataset, imbalance=c.imbalance, ratio=c.ratio, method=c.method, seed=c.seed)
+
+
 def run_label(c: RunConfig) -> str:
     """c.label() plus the fields that differ from its profile's defaults, so that ablation variants of one method
     can be told apart in lists of runs."""
-    base = make_config(c.profile, dataset=c.dataset, imbalance=c.imbalance, ratio=c.ratio, method=c.method, seed=c.seed)
+    base = base_config(c)
     diff = [f"{f.name}={getattr(c, f.name)}" for f in dataclasses.fields(c) if getattr(c, f.name) != getattr(base, f.name)]
     return c.label() + (f" [{', '.join(diff)}]" if diff else "")
 
 
-__all__ = ["RunConfig", "run_label", "ConfigError", "PROFILES", "make_config", "validate", "split_method", "parse_assignment"]
+__all__ = ["RunConfig", "base_config", "run_label", "ConfigError", "PROFILES", "make_config", "validate", "split_method", "parse_assignment"]

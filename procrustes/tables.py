@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, make_config, run_label
+from .config import RunConfig, base_config, run_label
 from .plots import benchmark_name, figures_dir, group_test_acc, majority_group, method_name, minority_group
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
@@ -141,10 +141,6 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     profile with no other change: stage1, median, U(0.5, 1), always), seeds done, mean/std top-1 error, minority-
     and majority-group accuracy."""
     runs = run_rows(results).set_index("key")
-
-    def is_default(c: RunConfig) -> bool:
-        return c.key() == make_config(c.profile, dataset=c.dataset, imbalance=c.imbalance, ratio=c.ratio,
-                                      method=c.method, seed=c.seed).key()
     cells: dict[tuple, list[RunConfig]] = {}
     for v, c in pairs:
         bench = benchmark_name(c.dataset, c.imbalance, c.ratio)
@@ -153,7 +149,7 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     for (bench, group, label, method), cs in cells.items():
         keys = [c.key() for c in cs if c.key() in runs.index]
         done = runs.loc[keys] if keys else runs.iloc[0:0]
-        default = group != "relatives" and all(is_default(c) for c in cs)
+        default = group != "relatives" and all(c.key() == base_config(c).key() for c in cs)
         rows.append({"benchmark": bench, "group": group, "label": label, "method": method, "default": default,
                      "seeds_done": f"{len(done)}/{len(cs)}",
                      "top1_error_mean": float(done.top1_error.mean()) if len(done) else math.nan,
