@@ -452,8 +452,10 @@ def plot_train_balance(results: list[dict]):
     axes[2].set_ylim(-3, 103)
     axes[2].set_ylabel("training examples weakened (%)")
     axes[2].set_title("share of each epoch's examples MFW weakened")
-    for ax in axes:
-        ax.legend(loc="best", fontsize=7.5)
+    # one legend below for the two accuracy panels (same lines): inside, it would cover the schedule labels
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=8, handlelength=3)
+    axes[2].legend(loc="best", fontsize=7.5)
     fig.suptitle(setting_title(results[0], "Training and test accuracy along epochs: " +
                                " vs ".join(method_name(m) for m in by_method(results))).split(", seed")[0])
     return fig

@@ -130,6 +130,18 @@ def test_figures_and_tables_are_written(tmp_path, monkeypatch):
     plots.save_figure(fig, "t")
 
 
+def test_train_balance_has_one_legend_below_the_accuracy_panels():
+    """Inside the panels the legend covered the learning-rate labels; below, both accuracy panels share it."""
+    results = [fake_result(c, 50.0) for c in ex.dynamics_runs("smoke")]
+    plots.apply_style()
+    fig = plots.plot_train_balance(results)
+    assert fig.axes[0].get_legend() is None and fig.axes[1].get_legend() is None
+    (leg,) = fig.legends
+    labels = [t.get_text() for t in leg.get_texts()]
+    assert labels == [line.get_label() for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len(labels) == 2 * len(plots.by_method(results))
+
+
 def test_table_shapes_are_profile_independent():
     """nbval compares the table shapes between the committed (cpu) outputs and a smoke run."""
     smoke, cpu = ex.cifar_table_runs("smoke"), ex.cifar_table_runs("cpu")
