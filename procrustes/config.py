@@ -80,7 +80,7 @@ class RunConfig:
     clean_per_class: int | None = 200  # clean training accuracy each epoch (eval mode, no augmentation, no
     # mixing) on the first this-many training images of each class in the subset's (seeded, shuffled) order:
     # every image of a class smaller than that. None: the whole training set
-    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
+    precision: str = "auto"  # auto: bf16 autocast on CUDA (where supported), fp32 on every CPU (see train.use_bf16)
     seed: int = 0
     profile: str = "paper"  # the named profile these values came from (recorded, part of the hash)
 

@@ -69,6 +69,25 @@ def test_stop_after_leaves_a_checkpoint(resumed):
     assert resumed["checkpoint_epoch"] == 1
 
 
+def test_auto_precision_is_fp32_on_every_cpu(monkeypatch):
+    """A CPU run's key gives the same numbers on any CPU: 'auto' ignores native bf16 units; bf16 is asked for."""
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    assert trainer.use_bf16("auto", cpu) is False
+    assert trainer.use_bf16("bf16", cpu) is True and trainer.use_bf16("fp32", cpu) is False
+
+
+def test_a_checkpoint_resumes_only_in_its_own_precision(cfg, data_id, tmp_path, monkeypatch):
+    d = store.run_dir(cfg, tmp_path, data_id)
+    assert run(cfg, results=tmp_path, device="cpu", progress=False, stop_after=1) is None
+    assert torch.load(d / "checkpoint.pt", weights_only=False)["precision"] == "fp32"
+    before = (d / "checkpoint.pt").read_bytes()
+    monkeypatch.setattr(trainer, "use_bf16", lambda precision, device: True)  # as on a device where auto is bf16
+    with pytest.raises(ValueError, match="trained in fp32, but precision 'auto' gives bf16"):
+        run(cfg, results=tmp_path, device="cpu", progress=False)
+    assert (d / "checkpoint.pt").read_bytes() == before and not (d / "result.json").exists()
+
+
 def test_resume_gives_the_uninterrupted_result(cfg, straight, resumed):
     a, b = straight[1], resumed["result"]
     for k in ("test_acc", "train_acc", "train_loss", "test_top1", "feature_grad", "weakened_share", "lr",
