@@ -32,15 +32,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 matrix units (AMX or AVX512-BF16): there bf16 autocast is about 2x faster than fp32."""
-    f = [getattr(torch.cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return any(fn() for fn in f if fn is not None)
-
-
 def use_bf16(precision: str, device: torch.device) -> bool:
     """precision "auto": bf16 autocast on CUDA where supported, fp32 on every CPU. A CPU run's key must give the
-    same numbers on whichever CPU trains it, and only some CPUs have native bf16 (`cpu_has_bf16`): there
+    same numbers on whichever CPU trains it, and only some CPUs have native bf16 (`store.cpu_has_bf16`): there
     `precision="bf16"` is about 2x faster, under its own key."""
     if precision != "auto":
         return precision == "bf16"

@@ -171,6 +171,14 @@ def test_provenance_keys():
     assert p["git_commit"] == "abc, def" and p["git_commits"] == ["abc", "def"] and "threads" in p["device_name"]
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_device_name_says_whether_the_cpu_has_native_bf16(monkeypatch, native):
+    """Wall times of fp32 runs differ between CPUs with and without bf16 units: the provenance tells them apart."""
+    monkeypatch.setattr(store, "cpu_has_bf16", lambda: native)
+    name = store.device_name("cpu")
+    assert "threads" in name and name.endswith(", native bf16)") == native
+
+
 def test_checkpoint_epoch_reads_without_touching(tmp_path):
     """reproduce --list says how far an interrupted run got; a damaged checkpoint stays where it is for the
     trainer to report and set aside."""

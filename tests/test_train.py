@@ -71,7 +71,7 @@ def test_stop_after_leaves_a_checkpoint(resumed):
 
 def test_auto_precision_is_fp32_on_every_cpu(monkeypatch):
     """A CPU run's key gives the same numbers on any CPU: 'auto' ignores native bf16 units; bf16 is asked for."""
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(store, "cpu_has_bf16", lambda: True)
     cpu = torch.device("cpu")
     assert trainer.use_bf16("auto", cpu) is False
     assert trainer.use_bf16("bf16", cpu) is True and trainer.use_bf16("fp32", cpu) is False
