@@ -32,6 +32,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+# The commit of the code this process runs, read once when the module is loaded: a worker process of `reproduce`
+# trains one run after another while the checkout may move on, and a run is credited to the code that trained it.
+CODE_COMMIT = store.git_commit()
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
     """precision "auto": bf16 autocast on CUDA where supported, fp32 on every CPU. A CPU run's key must give the
     same numbers on whichever CPU trains it, and only some CPUs have native bf16 (`store.cpu_has_bf16`): there
@@ -310,8 +315,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "feature_grad",
                                                 "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds",
                                                 "train_acc_clean", "pred_major_share_clean")}
-    # the commit is read when the code is loaded, not when the run ends: the checkout may move meanwhile
-    start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [store.git_commit()]
+    start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [CODE_COMMIT]
     ck = store.load_checkpoint(ckpt_path, dev)
     if ck is not None:
         check_resume_precision(ck, bf16, cfg.precision, ckpt_path)

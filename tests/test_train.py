@@ -88,6 +88,15 @@ def test_a_checkpoint_resumes_only_in_its_own_precision(cfg, data_id, tmp_path, 
     assert (d / "checkpoint.pt").read_bytes() == before and not (d / "result.json").exists()
 
 
+def test_a_run_is_credited_to_the_commit_its_code_was_loaded_from(cfg, data_id, tmp_path, monkeypatch):
+    """A long-lived worker trains runs after the checkout moved on: the commit is the one read at import."""
+    monkeypatch.setattr(store, "git_commit", lambda: "moved-on")
+    assert trainer.CODE_COMMIT != "moved-on"
+    assert run(cfg, results=tmp_path, device="cpu", progress=False, stop_after=1) is None
+    ck = torch.load(store.run_dir(cfg, tmp_path, data_id) / "checkpoint.pt", weights_only=False)
+    assert ck["commits"] == [trainer.CODE_COMMIT]
+
+
 def test_resume_gives_the_uninterrupted_result(cfg, straight, resumed):
     a, b = straight[1], resumed["result"]
     for k in ("test_acc", "train_acc", "train_loss", "test_top1", "feature_grad", "weakened_share", "lr",
