@@ -228,7 +228,7 @@ def device_name(device) -> str:
 
 def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str],
                compile_mode: str | None = None, eval_batch: int | None = None) -> dict:
-    """Where a result came from. commits: the git commit(s) whose code trained it (read at each (re)start);
+    """Where a result came from. commits: the git commit(s) whose code trained it (train.CODE_COMMIT of the process of each (re)start);
     compile_mode: torch.compile's mode for its model, None when it trained eager (the last (re)start's setting);
     eval_batch: images a forward pass of its evaluations (speed only; None where not recorded)."""
     import torch
