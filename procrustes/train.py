@@ -46,11 +46,10 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def check_resume_precision(ck: dict, bf16: bool, precision: str, path) -> None:
+def check_resume_precision(ck: dict, now: str, precision: str, path) -> None:
     """A checkpoint resumes only under the precision it was trained in (checkpoints from before this check
     carry none and are taken as they are): mixing bf16 and fp32 epochs would give numbers no key describes."""
     had = ck.get("precision")
-    now = "bf16" if bf16 else "fp32"
     if had is not None and had != now:
         raise ValueError(f"{path} was trained in {had}, but precision {precision!r} gives {now} on this device: "
                          f"resume it on a device where it gives {had}, or move the checkpoint aside to start over")
@@ -316,9 +315,10 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
                                                 "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds",
                                                 "train_acc_clean", "pred_major_share_clean")}
     start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [CODE_COMMIT]
+    used = "bf16" if bf16 else "fp32"  # what this run computes in: checkpoint, resume check and provenance
     ck = store.load_checkpoint(ckpt_path, dev)
     if ck is not None:
-        check_resume_precision(ck, bf16, cfg.precision, ckpt_path)
+        check_resume_precision(ck, used, cfg.precision, ckpt_path)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"].cpu())
@@ -377,7 +377,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         store.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                                             "rng": rng.bit_generator.state, "history": history, "epoch": epoch + 1,
                                             "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict(),
-                                            "data": bench.data, "precision": "bf16" if bf16 else "fp32"})
+                                            "data": bench.data, "precision": used})
     bar.close()
     step.close()
     if end_epoch < cfg.epochs:
@@ -407,7 +407,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         },
         "history": history,
         "data": bench.data,
-        "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), "bf16" if bf16 else "fp32", commits,
+        "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), used, commits,
                                        compile_mode=mode, eval_batch=eval_batch(dev)),
     }
     # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
