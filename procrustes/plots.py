@@ -10,6 +10,7 @@ mark the learning-rate drops (and the DRW switch).
 """
 from __future__ import annotations
 
+import io
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ import seaborn as sns
 
 from .counts import class_groups, group_definition
 from .counts import group_scale as counts_group_scale
+from .figure_files import write_figure_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,13 +103,17 @@ def figures_dir(outdir: str | Path | None = None, profile: str | None = None) ->
 def save_figure(fig, name: str, outdir: str | Path | None = None, dpi: int = 150, profile: str | None = None) -> list[Path]:
     """figures/<name>.png (dpi 150) and figures/<name>.pdf (in figures/<profile>/ for a profile that is not the
     committed one); returns both paths. No date in either file and a fixed hash salt for the PDF, so that
-    regenerating an unchanged figure gives the same bytes."""
+    regenerating an unchanged figure gives the same bytes; a file that already shows the same figure up to
+    another CPU's rounding noise is left as it is (`figure_files`), so `make figures` leaves the tree clean."""
     matplotlib.rcParams["svg.hashsalt"] = "procrustes"
     d = figures_dir(outdir, profile)
     paths = [d / f"{name}.png", d / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None, "Producer": None,
-                                                         "Creator": None})
+    for path, kw in ((paths[0], {"dpi": dpi, "metadata": {"Software": None}}),
+                     (paths[1], {"metadata": {"CreationDate": None, "ModDate": None, "Producer": None,
+                                              "Creator": None}})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix[1:], bbox_inches="tight", **kw)
+        write_figure_file(path, buf.getvalue())
     return paths
 
 
