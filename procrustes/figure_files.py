@@ -8,10 +8,11 @@ more than `PNG_TOLERANCE`. Files are written atomically."""
 from __future__ import annotations
 
 import io
-import os
 import re
 import zlib
 from pathlib import Path
+
+from .store import atomic_write_bytes
 
 PDF_TOLERANCE = 1e-5  # points (1/72 inch): ten times the last digit matplotlib prints; any real change is larger
 PNG_TOLERANCE = 1  # of 255 per channel: one level, an antialiased edge moved by a millionth of a point
@@ -86,11 +87,5 @@ def write_figure_file(path: Path, data: bytes) -> bool:
         same = {".pdf": same_pdf, ".png": same_png}.get(path.suffix.lower())
         if same is not None and same(old, data):
             return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     return True
