@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, base_config, run_label
-from .plots import benchmark_name, figures_dir, group_test_acc, majority_group, method_name, minority_group
+from .plots import benchmark_name, figures_dir, group_test_acc, groups_of, majority_group, method_name, minority_group
+from .plots import groups_note as plots_groups_note
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
 
@@ -71,16 +72,20 @@ def config_key(result: dict) -> str:
 
 def run_rows(results: list[dict]) -> pd.DataFrame:
     """One row per finished run: benchmark, method, seed, errors, minority- and majority-group accuracy (groups
-    scaled with n_max, see plots.groups_of; both, since a long-tailed method trades one for the other), config key."""
+    scaled with n_max, see plots.groups_of; both, since a long-tailed method trades one for the other), config key.
+    When every class falls in one group there is no minority/majority split: both groups are None and both
+    accuracies NaN (shown blank), rather than the overall accuracy twice under the same group name."""
     rows = []
     for r in results:
         c, s = r["config"], r["summary"]
         low, high = minority_group(r), majority_group(r)
+        if low == high:  # every class in one group (exp-10 at CIFAR-10 size: all many-shot): no split to report
+            low = high = None
         rows.append({"dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
                      "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
                      "top5_error": s.get("top5_error"), "minority_group": low,
-                     "minority_acc": 100 * group_test_acc(r, low), "majority_group": high,
-                     "majority_acc": 100 * group_test_acc(r, high), "key": config_key(r)})
+                     "minority_acc": 100 * group_test_acc(r, low) if low else math.nan, "majority_group": high,
+                     "majority_acc": 100 * group_test_acc(r, high) if high else math.nan, "key": config_key(r)})
     return pd.DataFrame(rows, columns=["dataset", "imbalance", "ratio", "method", "seed", "top1_error", "top5_error",
                                        "minority_group", "minority_acc", "majority_group", "majority_acc", "key"])
 
@@ -119,6 +124,24 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
             "ours_minus_reported": mean - rep if compare else math.nan,
         })
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
+
+
+def groups_note(results: list[dict]) -> str:
+    """The group definitions a table of these runs uses, one per imbalance type, and the benchmarks whose classes
+    all fall in one group (their minority and majority columns are blank), in words."""
+    first: dict[str, dict] = {}
+    single: dict[str, tuple[str, int]] = {}
+    for r in results:
+        c = r["config"]
+        first.setdefault(c["imbalance"], r)
+        g = groups_of(r)
+        if len(g) == 1:
+            single.setdefault(benchmark_name(c["dataset"], c["imbalance"], c["ratio"]),
+                              (next(iter(g)), min(r["summary"]["train_counts"])))
+    parts = [f"{i}: {plots_groups_note(r)}" for i, r in first.items()]
+    parts += [f"{b}: every class is {g} (the smallest has {n} training images), so there is no minority/majority "
+              f"split and those columns are blank" for b, (g, n) in single.items()]
+    return "; ".join(parts)
 
 
 def add_profile_column(df: pd.DataFrame, configs: list[RunConfig], results: list[dict], profile: str) -> pd.DataFrame:
@@ -260,5 +283,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "lookup", "config_key", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "ablation_table", "lookup", "config_key", "groups_note", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
            "write_table", "shape_line"]
