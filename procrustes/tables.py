@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, base_config, run_label
+from .counts import major_classes
 from .plots import benchmark_name, figures_dir, group_test_acc, groups_of, majority_group, method_name, minority_group
 from .plots import groups_note as plots_groups_note
 
@@ -73,21 +74,31 @@ def config_key(result: dict) -> str:
 def run_rows(results: list[dict]) -> pd.DataFrame:
     """One row per finished run: benchmark, method, seed, errors, minority- and majority-group accuracy (groups
     scaled with n_max, see plots.groups_of; both, since a long-tailed method trades one for the other), config key.
-    When every class falls in one group there is no minority/majority split: both groups are None and both
-    accuracies NaN (shown blank), rather than the overall accuracy twice under the same group name."""
+    When one group holds every class, the minority and majority groups are the halves of the median split
+    (`median_halves`), rather than the overall accuracy twice under the same group name."""
     rows = []
     for r in results:
         c, s = r["config"], r["summary"]
         low, high = minority_group(r), majority_group(r)
-        if low == high:  # every class in one group (exp-10 at CIFAR-10 size: all many-shot): no split to report
-            low = high = None
+        if low == high:  # one shot group holds every class (exp-10 at CIFAR-10 size: all many-shot)
+            (low, low_acc), (high, high_acc) = median_halves(r)
+        else:
+            low_acc, high_acc = 100 * group_test_acc(r, low), 100 * group_test_acc(r, high)
         rows.append({"dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
                      "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
-                     "top5_error": s.get("top5_error"), "minority_group": low,
-                     "minority_acc": 100 * group_test_acc(r, low) if low else math.nan, "majority_group": high,
-                     "majority_acc": 100 * group_test_acc(r, high) if high else math.nan, "key": config_key(r)})
+                     "top5_error": s.get("top5_error"), "minority_group": low, "minority_acc": low_acc,
+                     "majority_group": high, "majority_acc": high_acc, "key": config_key(r)})
     return pd.DataFrame(rows, columns=["dataset", "imbalance", "ratio", "method", "seed", "top1_error", "top5_error",
                                        "minority_group", "minority_acc", "majority_group", "majority_acc", "key"])
+
+
+def median_halves(result: dict) -> tuple[tuple[str, float], tuple[str, float]]:
+    """(("lower half", acc %), ("upper half", acc %)): last-epoch test accuracy of the classes below and at or above
+    the median training count (counts.major_classes, the step split); the minority/majority pair of a benchmark
+    whose shot groups collapse to one, so that a table still shows what a method trades between head and tail."""
+    upper = major_classes(result["summary"]["train_counts"])
+    acc = 100 * np.asarray(result["summary"]["test_acc_per_class"], dtype=float)
+    return ("lower half", float(acc[~upper].mean())), ("upper half", float(acc[upper].mean()))
 
 
 def _std(x: pd.Series) -> float:
@@ -128,7 +139,7 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
 
 def groups_note(results: list[dict]) -> str:
     """The group definitions a table of these runs uses, one per imbalance type, and the benchmarks whose classes
-    all fall in one group (their minority and majority columns are blank), in words."""
+    all fall in one group (their minority and majority groups are the median halves), in words."""
     first: dict[str, dict] = {}
     single: dict[str, tuple[str, int]] = {}
     for r in results:
@@ -139,8 +150,9 @@ def groups_note(results: list[dict]) -> str:
             single.setdefault(benchmark_name(c["dataset"], c["imbalance"], c["ratio"]),
                               (next(iter(g)), min(r["summary"]["train_counts"])))
     parts = [f"{i}: {plots_groups_note(r)}" for i, r in first.items()]
-    parts += [f"{b}: every class is {g} (the smallest has {n} training images), so there is no minority/majority "
-              f"split and those columns are blank" for b, (g, n) in single.items()]
+    parts += [f"{b}: every class is {g} (the smallest has {n} training images), so its minority and majority groups "
+              f"are the halves of the median split (upper half: at least the median training count; lower half: "
+              f"the rest)" for b, (g, n) in single.items()]
     return "; ".join(parts)
 
 
@@ -283,5 +295,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "lookup", "config_key", "groups_note", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "ablation_table", "lookup", "config_key", "groups_note", "median_halves", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
            "write_table", "shape_line"]

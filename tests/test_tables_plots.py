@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from procrustes import experiments as ex
@@ -82,21 +81,23 @@ def test_error_table_keeps_missing_rows():
     assert "missing" in tables.report_missing(configs[1:], planned=len(configs))
 
 
-def test_one_group_benchmark_has_no_minority_majority_split():
+def test_one_group_benchmark_uses_the_median_halves():
     """exp-10 at n_max 2000: every class is many-shot, so the table must not print the overall accuracy twice
-    as 'minority group many' and 'majority group many'."""
+    as 'minority group many' and 'majority group many': it shows the halves of the median split instead."""
     exp10 = ex.make_config("cpu", dataset="cifar10", imbalance="exp", ratio=10, method="erm")
     step10 = ex.make_config("cpu", dataset="cifar10", imbalance="step", ratio=10, method="erm")
     results = [fake_result(exp10, 27.0), fake_result(step10, 31.0)]
     assert list(plots.groups_of(results[0])) == ["many"]
     df = tables.error_table([exp10, step10], results)
     one, two = df.iloc[0], df.iloc[1]
-    assert pd.isna(one.minority_group) and pd.isna(one.majority_group)
-    assert math.isnan(one.minority_acc_mean) and math.isnan(one.majority_acc_mean)
+    acc = 100 * np.asarray(results[0]["summary"]["test_acc_per_class"])  # 90 down to 10 over the classes
+    assert (one.minority_group, one.majority_group) == ("lower half", "upper half")
+    assert one.majority_acc_mean == pytest.approx(acc[:5].mean())  # counts 2000..718 are at or above the median
+    assert one.minority_acc_mean == pytest.approx(acc[5:].mean())
     assert (two.minority_group, two.majority_group) == ("minor", "major")
     assert two.majority_acc_mean > two.minority_acc_mean
     md = tables.to_markdown(tables.pretty(df))
-    assert "| many |" not in md and "| minor |" in md
+    assert "| many |" not in md and "| lower half |" in md and "| minor |" in md
     note = tables.groups_note(results)
     assert "step: major" in note and "exp: many" in note
     assert "rho=10: every class is many" in note and f"smallest has {min(results[0]['summary']['train_counts'])}" in note
