@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .counts import class_groups, group_definition
+from .counts import class_groups, group_definition, major_classes
 from .counts import group_scale as counts_group_scale
 from .figure_files import write_figure_file
 
@@ -152,11 +152,23 @@ def group_scale(config: dict) -> float:
     return counts_group_scale(config["dataset"], config.get("max_per_class"))
 
 
-def groups_of(result: dict) -> dict[str, list[int]]:
-    """The reporting groups of a run (thresholds scaled with its n_max), without empty groups."""
+def shot_groups(result: dict) -> dict[str, list[int]]:
+    """The run's groups by `counts.class_groups` (thresholds scaled with its n_max), without empty groups."""
     s, c = result["summary"], result["config"]
     g = class_groups(s["train_counts"], c["imbalance"], group_scale(c))
     return {k: v for k, v in g.items() if v}
+
+
+def groups_of(result: dict) -> dict[str, list[int]]:
+    """The reporting groups of a run: its shot groups, or, when one of them holds every class (exp-10 at CIFAR-10
+    size: all many-shot), the halves of the median split ("upper half": at least the median training count, as
+    `counts.major_classes`; "lower half": the rest), so that a figure or table still contrasts head and tail."""
+    g = shot_groups(result)
+    if len(g) > 1:
+        return g
+    upper = major_classes(result["summary"]["train_counts"])
+    halves = {"upper half": np.where(upper)[0].tolist(), "lower half": np.where(~upper)[0].tolist()}
+    return halves if all(halves.values()) else g  # equal counts: no split to make
 
 
 def groups_note(result: dict) -> str:
@@ -608,7 +620,7 @@ def plot_ablation(df, title: str):
 
 
 __all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "style", "figures_dir", "save_figure",
-           "method_name", "benchmark_name", "setting_title", "groups_of", "minority_group", "majority_group",
+           "method_name", "benchmark_name", "setting_title", "shot_groups", "groups_of", "minority_group", "majority_group",
            "group_curves", "per_class", "epochs", "plot_benchmark_counts", "plot_class_counts", "plot_group_metric",
            "plot_underfit_then_overfit", "plot_feature_gradients", "plot_train_balance", "plot_per_class_test_acc",
            "plot_quickstart", "plot_error_table", "plot_ablation", "by_method", "seed_curves", "seed_counts", "draw_seeds",

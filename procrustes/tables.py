@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, base_config, run_label
-from .counts import major_classes
-from .plots import benchmark_name, figures_dir, group_test_acc, groups_of, majority_group, method_name, minority_group
+from .plots import (benchmark_name, figures_dir, group_test_acc, groups_of, majority_group, method_name, minority_group,
+                    shot_groups)
 from .plots import groups_note as plots_groups_note
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
@@ -73,32 +73,19 @@ def config_key(result: dict) -> str:
 
 def run_rows(results: list[dict]) -> pd.DataFrame:
     """One row per finished run: benchmark, method, seed, errors, minority- and majority-group accuracy (groups
-    scaled with n_max, see plots.groups_of; both, since a long-tailed method trades one for the other), config key.
-    When one group holds every class, the minority and majority groups are the halves of the median split
-    (`median_halves`), rather than the overall accuracy twice under the same group name."""
+    scaled with n_max, or the median halves where one shot group holds every class: see plots.groups_of; both,
+    since a long-tailed method trades one for the other), config key."""
     rows = []
     for r in results:
         c, s = r["config"], r["summary"]
         low, high = minority_group(r), majority_group(r)
-        if low == high:  # one shot group holds every class (exp-10 at CIFAR-10 size: all many-shot)
-            (low, low_acc), (high, high_acc) = median_halves(r)
-        else:
-            low_acc, high_acc = 100 * group_test_acc(r, low), 100 * group_test_acc(r, high)
         rows.append({"dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
                      "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
-                     "top5_error": s.get("top5_error"), "minority_group": low, "minority_acc": low_acc,
-                     "majority_group": high, "majority_acc": high_acc, "key": config_key(r)})
+                     "top5_error": s.get("top5_error"), "minority_group": low,
+                     "minority_acc": 100 * group_test_acc(r, low), "majority_group": high,
+                     "majority_acc": 100 * group_test_acc(r, high), "key": config_key(r)})
     return pd.DataFrame(rows, columns=["dataset", "imbalance", "ratio", "method", "seed", "top1_error", "top5_error",
                                        "minority_group", "minority_acc", "majority_group", "majority_acc", "key"])
-
-
-def median_halves(result: dict) -> tuple[tuple[str, float], tuple[str, float]]:
-    """(("lower half", acc %), ("upper half", acc %)): last-epoch test accuracy of the classes below and at or above
-    the median training count (counts.major_classes, the step split); the minority/majority pair of a benchmark
-    whose shot groups collapse to one, so that a table still shows what a method trades between head and tail."""
-    upper = major_classes(result["summary"]["train_counts"])
-    acc = 100 * np.asarray(result["summary"]["test_acc_per_class"], dtype=float)
-    return ("lower half", float(acc[~upper].mean())), ("upper half", float(acc[upper].mean()))
 
 
 def _std(x: pd.Series) -> float:
@@ -145,8 +132,8 @@ def groups_note(results: list[dict]) -> str:
     for r in results:
         c = r["config"]
         first.setdefault(c["imbalance"], r)
-        g = groups_of(r)
-        if len(g) == 1:
+        g = shot_groups(r)
+        if len(g) == 1 and len(groups_of(r)) == 2:
             single.setdefault(benchmark_name(c["dataset"], c["imbalance"], c["ratio"]),
                               (next(iter(g)), min(r["summary"]["train_counts"])))
     parts = [f"{i}: {plots_groups_note(r)}" for i, r in first.items()]
@@ -295,5 +282,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "lookup", "config_key", "groups_note", "median_halves", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "ablation_table", "lookup", "config_key", "groups_note", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
            "write_table", "shape_line"]

@@ -87,7 +87,7 @@ def test_one_group_benchmark_uses_the_median_halves():
     exp10 = ex.make_config("cpu", dataset="cifar10", imbalance="exp", ratio=10, method="erm")
     step10 = ex.make_config("cpu", dataset="cifar10", imbalance="step", ratio=10, method="erm")
     results = [fake_result(exp10, 27.0), fake_result(step10, 31.0)]
-    assert list(plots.groups_of(results[0])) == ["many"]
+    assert list(plots.shot_groups(results[0])) == ["many"]
     df = tables.error_table([exp10, step10], results)
     one, two = df.iloc[0], df.iloc[1]
     acc = 100 * np.asarray(results[0]["summary"]["test_acc_per_class"])  # 90 down to 10 over the classes
