@@ -136,14 +136,18 @@ def _reproduce(args) -> int:
     from pathlib import Path
 
     from .config import run_label
-    from .experiments import all_runs
-    from .store import checkpoint_epoch, collect
+    from .experiments import all_runs, stored_and_missing
+    from .selection import pending
+    from .store import checkpoint_epoch
 
     results = Path(args.results) if args.results else None
     workers = _workers_arg(args.workers)
-    configs = all_runs(args.profile, args.only)
-    _, missing = collect(configs, results)
+    configs = all_runs(args.profile, args.only, results)
+    _, missing = stored_and_missing(configs, results)
     print(f"{args.profile}: {len(configs) - len(missing)} of {len(configs)} runs stored, {len(missing)} missing")
+    if not args.only or any("09_selection".startswith(n) for n in args.only):
+        for line in pending(args.profile, results):
+            print(f"  not yet listed: {line}")
     for i, c in enumerate(missing):
         ep = checkpoint_epoch(c, results)
         print(f"  missing: {run_label(c)} [{c.key()}]" + (f" ({ep} of {c.epochs} epochs checkpointed: resumes)" if ep else ""))

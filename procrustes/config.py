@@ -74,12 +74,15 @@ class RunConfig:
     remix_kappa: float = 3.0
     remix_tau: float = 0.5
     # evaluation and numerics
-    eval_per_class: int | None = None  # per-epoch test curve on this many test images a class (None: all);
-    # the last epoch is evaluated on the final test set:
+    eval_per_class: int | None = None  # per-epoch test curve on this many test images a class (None: all; 0:
+    # no curve, the test set is seen at the last epoch only); the last epoch is evaluated on the final test set:
     test_per_class: int | None = None  # the final test set: this many test images a class (None: all of them)
     clean_per_class: int | None = 200  # clean training accuracy each epoch (eval mode, no augmentation, no
     # mixing) on the first this-many training images of each class in the subset's (seeded, shuffled) order:
     # every image of a class smaller than that. None: the whole training set
+    val_per_class: int | None = None  # a balanced validation split of this many images a class, taken from the
+    # training images the imbalanced subset leaves unused (the last ones of each class's seeded shuffle), evaluated
+    # every epoch; it never changes training. None: no validation split (every result before it)
     precision: str = "auto"  # auto: bf16 autocast on CUDA (where supported), fp32 on every CPU (see train.use_bf16)
     seed: int = 0
     profile: str = "paper"  # the named profile these values came from (recorded, part of the hash)
@@ -115,7 +118,10 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        """Every field, except a field added after results were stored while it holds the value those results
+        had (KEY_NEUTRAL): so the keys and stored configs of earlier runs stay what they were."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -127,6 +133,11 @@ class RunConfig:
 
     def label(self) -> str:
         return f"{self.dataset} {self.imbalance}-{self.ratio:g} {self.method} seed {self.seed} ({self.profile})"
+
+
+# Fields added after results were committed, with the value every earlier run had: left out of to_dict (and so of
+# the key) at that value, so that adding a field never renames the stored runs.
+KEY_NEUTRAL: dict[str, Any] = {"val_per_class": None}
 
 
 def _check_fields(values: dict[str, Any]) -> None:
@@ -214,9 +225,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"impossible batch_size {cfg.batch_size!r}: must be at least 2")
     if cfg.max_per_class is not None and cfg.max_per_class < 1:
         raise ConfigError(f"impossible max_per_class {cfg.max_per_class!r}: must be at least 1")
-    for name in ("eval_per_class", "test_per_class", "clean_per_class"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            raise ConfigError(f"impossible {name} {getattr(cfg, name)!r}: must be at least 1")
+    for name in ("eval_per_class", "test_per_class", "clean_per_class", "val_per_class"):
+        v, lo = getattr(cfg, name), (0 if name == "eval_per_class" else 1)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
+            raise ConfigError(f"impossible {name} {v!r}: an integer of at least {lo}" + (" (0: no per-epoch test curve)" if lo == 0 else ""))
     _finite(cfg.lr, "lr", lo=0.0, strict=True)
     _finite(cfg.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
     _finite(cfg.weight_decay, "weight_decay", lo=0.0)
@@ -290,7 +302,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
             return name, raw.lower() in ("1", "true", "yes")
         if isinstance(default, float) or name in ("warmup_epochs",):
             return name, float(raw)
-        if isinstance(default, int) or name in ("max_per_class", "drw_epoch", "eval_per_class", "test_per_class", "clean_per_class"):
+        if isinstance(default, int) or name in ("max_per_class", "drw_epoch", "eval_per_class", "test_per_class", "clean_per_class",
+                                                            "val_per_class"):
             return name, int(raw)
     except ValueError:
         raise ConfigError(f"bad value {raw!r} for {name}") from None

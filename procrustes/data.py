@@ -71,15 +71,30 @@ def benchmark_counts(dataset: str, imbalance: str, ratio: float, max_per_class: 
 
 def subset_indices(labels: np.ndarray, counts: list[int], seed: int = 0) -> np.ndarray:
     """The LDAM-DRW choice: np.random.seed(seed) once, then per class in label order the first n of a shuffle."""
+    return subset_and_validation(labels, counts, seed, 0)[0]
+
+
+def subset_and_validation(labels: np.ndarray, counts: list[int], seed: int = 0,
+                          val_per_class: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(the LDAM-DRW training subset, a balanced validation split): per class, the first n of the seeded shuffle
+    train, the LAST `val_per_class` of the same shuffle validate. Why the last ones: the shuffle of a class does not
+    depend on the counts, so the validation images are the same for every benchmark of a dataset (exp or step,
+    any rho) at one subset seed, and they never meet the training subset; the random stream is the reference's."""
     rng = np.random.RandomState(seed)  # the same stream as np.random.seed(seed) + np.random.shuffle
-    chosen = []
+    chosen, val = [], []
     for c, n in enumerate(counts):
         idx = np.where(labels == c)[0]
         if n > len(idx):
             raise ConfigError(f"class {c} has {len(idx)} images, fewer than the {n} the benchmark asks for")
         rng.shuffle(idx)
         chosen.append(idx[:n])
-    return np.concatenate(chosen)
+        if val_per_class:
+            if n + val_per_class > len(idx):
+                raise ConfigError(f"val_per_class {val_per_class}: class {c} has {len(idx)} training images and the "
+                                  f"benchmark uses {n}, leaving {len(idx) - n} for validation; lower val_per_class or "
+                                  f"max_per_class")
+            val.append(idx[len(idx) - val_per_class:])
+    return np.concatenate(chosen), (np.concatenate(val) if val else np.zeros(0, np.int64))
 
 
 # ---------------------------------------------------------------- sources
@@ -336,6 +351,8 @@ class Benchmark:
     classes: list[str]
     spec: DatasetSpec
     data: dict | None = None  # {"id": content hash of the arrays above, "root": where they were read}
+    val_x: np.ndarray | None = None  # the validation split (cfg.val_per_class), None without one
+    val_y: np.ndarray | None = None
 
 
 def content_id(*arrays: np.ndarray, classes: list[str] = ()) -> str:
@@ -381,10 +398,19 @@ def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
         c = short[0]
         raise ConfigError(f"class {tr.classes[c]} (class {c}) of {tr.source} has {available[c]} training images, fewer than "
                           f"the {counts[c]} that {cfg.imbalance} imbalance asks for: add images or lower max_per_class")
-    idx = subset_indices(tr.labels, counts, cfg.subset_seed)
+    val_per_class = getattr(cfg, "val_per_class", None) or 0
+    if val_per_class and cfg.imbalance == "none":
+        raise ConfigError("val_per_class needs training images the subset leaves unused: with imbalance none every "
+                          "image up to n_max trains; use a separate validation folder instead")
+    idx, vidx = subset_and_validation(tr.labels, counts, cfg.subset_seed, val_per_class)
     b = Benchmark(tr.images[idx], tr.labels[idx], te.images, test_y, counts, tr.classes, s)
     b.data = {"id": content_id(b.train_x, b.train_y, b.test_x, b.test_y, classes=b.classes),
               "root": str(root) if root else "default"}
+    if val_per_class:
+        # the run's data id covers the validation images too (they decide its validation numbers); val_id names them alone
+        b.val_x, b.val_y = tr.images[vidx], tr.labels[vidx]
+        b.data["val_id"] = content_id(b.val_x, b.val_y, classes=b.classes)
+        b.data["id"] = content_id(b.train_x, b.train_y, b.test_x, b.test_y, b.val_x, b.val_y, classes=b.classes)
     return b
 
 

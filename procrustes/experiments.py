@@ -124,7 +124,9 @@ def priority(c: RunConfig) -> tuple:
     each row, so that a row's seed 0 runs are done before its seed 1 runs. A run whose MFW choices differ from
     the defaults is an ablation, whatever its method."""
     default = _mfw_defaults(c)
-    if c.dataset == "cifar10" and c.ratio == 100 and default and c.method in ("erm", "mfw"):
+    if c.val_per_class is not None:  # the selection grid (issue 24): screening runs (seed 0), then the seeds
+        row = 6
+    elif c.dataset == "cifar10" and c.ratio == 100 and default and c.method in ("erm", "mfw"):
         row = 0 if c.imbalance == "step" else 1
     elif c.dataset == "cifar10" and c.ratio == 100 and default and c.method in ("ldam-drw", "mfw+ldam-drw"):
         row = 2
@@ -137,10 +139,17 @@ def priority(c: RunConfig) -> tuple:
     return (row, c.seed)
 
 
-def all_runs(profile: str, notebooks: list[str] | None = None) -> list[RunConfig]:
-    """Every run the notebooks need (or the named ones), without duplicates, in training order (`priority`)."""
+SELECTION_NOTEBOOK = "09_selection"  # its runs depend on what is stored (`procrustes.selection`)
+
+
+def all_runs(profile: str, notebooks: list[str] | None = None, results=None) -> list[RunConfig]:
+    """Every run the notebooks need (or the named ones), without duplicates, in training order (`priority`);
+    the selection grid as far as the runs stored in `results` decide it (stage B after stage A, then seeds)."""
+    from . import selection
+
     seen, out = set(), []
-    for name, fn in NOTEBOOK_RUNS.items():
+    grids = {**NOTEBOOK_RUNS, SELECTION_NOTEBOOK: lambda p: selection.all_selection_runs(p, results)}
+    for name, fn in grids.items():
         if notebooks and not any(name.startswith(n) for n in notebooks):
             continue
         for c in fn(profile):
@@ -151,6 +160,22 @@ def all_runs(profile: str, notebooks: list[str] | None = None) -> list[RunConfig
 
 
 # ---------------------------------------------------------------- helpers the notebooks share
+
+
+def stored_and_missing(configs: list[RunConfig], results=None) -> tuple[list[dict], list[RunConfig]]:
+    """store.collect, where a selection seed run also counts as stored when its training twin is
+    (`selection.stored`)."""
+    from .selection import stored
+
+    done, missing = [], []
+    for c in configs:
+        r = stored(c, results) if c.val_per_class is not None else None
+        if c.val_per_class is None:
+            from .store import read_result
+
+            r = read_result(c, results)
+        (done.append(r) if r is not None else missing.append(c))
+    return done, missing
 
 
 def gather(configs: list[RunConfig], *, train_missing: bool = False, device="auto", data_root=None, results=None,

@@ -231,10 +231,11 @@ def device_name(device) -> str:
 
 
 def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str],
-               compile_mode: str | None = None, eval_batch: int | None = None) -> dict:
+               compile_mode: str | None = None, eval_batch: int | None = None, eval_s: float | None = None) -> dict:
     """Where a result came from. commits: the git commit(s) whose code trained it (train.CODE_COMMIT of the process of each (re)start);
     compile_mode: torch.compile's mode for its model, None when it trained eager (the last (re)start's setting);
-    eval_batch: images a forward pass of its evaluations (speed only; None where not recorded)."""
+    eval_batch: images a forward pass of its evaluations (speed only; None where not recorded);
+    eval_s: seconds of wall_s spent evaluating (None where not recorded, or a resumed checkpoint predates it)."""
     import torch
 
     return {
@@ -248,6 +249,7 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "compiled": compile_mode is not None,
         "compile_mode": compile_mode,
         "eval_batch": eval_batch,
+        **({"eval_s": round(eval_s, 2)} if eval_s is not None and eval_s == eval_s else {}),
         "started_utc": started,
         "finished_utc": now_utc(),
         "wall_s": round(wall_s, 2),

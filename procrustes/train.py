@@ -150,6 +150,19 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, mean, st
     return (correct, total, top5, to_major) if is_major is not None else (correct, total, top5)
 
 
+@torch.no_grad()
+def correct_mask(model, x: torch.Tensor, y: torch.Tensor, mean, std, bf16: bool, batch: int | None = None) -> list[bool]:
+    """Per image, whether the model's top-1 prediction is right (eval mode, no augmentation), in the order of x."""
+    model.eval()
+    batch = batch or eval_batch(x.device)
+    out = []
+    for i in range(0, len(y), batch):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(normalise(x[i : i + batch], mean, std)).float()
+        out += (logits.argmax(1) == y[i : i + batch]).tolist()
+    return out
+
+
 def make_model(cfg: RunConfig, num_classes: int, normed: bool, device: torch.device) -> torch.nn.Module:
     """The trainer's model: cfg's architecture on `device` in channels_last memory (seed torch first)."""
     return build_model(cfg.resolved_model(), num_classes, normed=normed).to(device, memory_format=torch.channels_last)
@@ -244,6 +257,21 @@ def balanced_subset(y: np.ndarray, per_class: int | None) -> np.ndarray:
     return np.sort(np.concatenate([np.where(y == c)[0][:per_class] for c in np.unique(y)]))
 
 
+def _synced_clock(dev: torch.device) -> float:
+    """perf_counter after the device has finished its queued work (CUDA runs asynchronously: without the sync
+    a phase's time would land in the next one)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter()
+
+
+def _val_summary(history: dict) -> dict:
+    """The last epoch's validation numbers: the score a selection between runs reads (balanced split, so the
+    overall accuracy is the mean over classes)."""
+    per_class = history["val_acc"][-1]
+    return {"val_error": 100.0 * (1 - history["val_top1"][-1]), "val_acc_per_class": per_class}
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became nan or infinite: the run is not stored as a result (its numbers mean nothing)."""
 
@@ -302,6 +330,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     curve_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.eval_per_class)).to(dev)
     final_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.test_per_class)).to(dev)
     clean_idx = torch.from_numpy(balanced_subset(bench.train_y, cfg.clean_per_class)).to(dev)
+    val = None if bench.val_x is None else (torch.from_numpy(bench.val_x).to(dev), torch.from_numpy(bench.val_y).to(dev))
     is_major = torch.from_numpy(major_classes(counts)).to(dev)
 
     criterion = Criterion(cfg.loss, counts, focal_gamma=cfg.focal_gamma, ldam_max_margin=cfg.ldam_max_margin,
@@ -313,8 +342,10 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     rng = np.random.default_rng(cfg.seed)  # laws of lam, random mixing points
     history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "feature_grad",
                                                 "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds",
-                                                "train_acc_clean", "pred_major_share_clean")}
+                                                "train_acc_clean", "pred_major_share_clean")
+                             + (("val_acc", "val_top1") if val is not None else ())}
     start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [CODE_COMMIT]
+    eval_wall = 0.0  # seconds spent evaluating (test curve, clean training accuracy, validation, final test)
     used = "bf16" if bf16 else "fp32"  # what this run computes in: checkpoint, resume check and provenance
     ck = store.load_checkpoint(ckpt_path, dev)
     if ck is not None:
@@ -326,6 +357,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         history, start_epoch, started = ck["history"], ck["epoch"], ck["started"]
         commits = list(dict.fromkeys(ck.get("commits", []) + commits))  # a resumed run may span commits
         wall, train_wall, images = ck["wall"], ck["train_wall"], ck["images"]
+        eval_wall = ck.get("eval_wall", float("nan"))  # nan: a checkpoint from before eval_s was kept
     store.atomic_write_json(out / "config.json", cfg.to_dict())
     if mode is not None:
         model.compile(mode=mode)  # in place, after the checkpoint is loaded: state_dict keys stay those of the plain model
@@ -347,10 +379,11 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
             bi = idx[s * B : (s + 1) * B]
             step(train_x[bi], train_y[bi], lr)
             bar.update(1)
-        train_s = time.perf_counter() - t0
+        train_s = _synced_clock(dev) - t0
         last = epoch == cfg.epochs - 1
-        ev = final_idx if last else curve_idx
-        tc, tt, top5 = evaluate(model, test_x[ev], test_y[ev], C, spec.mean, spec.std, bf16)
+        if last or cfg.eval_per_class != 0:  # eval_per_class 0: the test set is seen at the last epoch only
+            ev = final_idx if last else curve_idx
+            tc, tt, top5 = evaluate(model, test_x[ev], test_y[ev], C, spec.mean, spec.std, bf16)
         seen_c = step.seen.clamp(min=1)
         history["epoch"].append(epoch + 1)
         history["lr"].append(lr)
@@ -359,32 +392,46 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         history["feature_grad"].append((step.gsum / seen_c).tolist())
         history["pred_major_share"].append((step.to_major / seen_c).tolist())
         history["weakened_share"].append(float(step.weakened) / n)
-        history["test_acc"].append((tc / tt.clamp(min=1)).tolist())
-        history["test_top1"].append(float(tc.sum() / tt.sum()))
+        curve = last or cfg.eval_per_class != 0
+        history["test_acc"].append((tc / tt.clamp(min=1)).tolist() if curve else None)
+        history["test_top1"].append(float(tc.sum() / tt.sum()) if curve else None)
         # clean training accuracy: eval mode, no augmentation, no mixing, a fixed sample of the training set
         cc, ct, _, cm = evaluate(model, train_x[clean_idx], train_y[clean_idx], C, spec.mean, spec.std, bf16, is_major=is_major)
         history["train_acc_clean"].append((cc / ct.clamp(min=1)).tolist())
         history["pred_major_share_clean"].append((cm / ct.clamp(min=1)).tolist())
+        if val is not None:  # the validation split: what a choice between runs may look at (never the test set)
+            vc, vt, _ = evaluate(model, val[0], val[1], C, spec.mean, spec.std, bf16)
+            history["val_acc"].append((vc / vt.clamp(min=1)).tolist())
+            history["val_top1"].append(float(vc.sum() / vt.sum()))
         if not math.isfinite(history["train_loss"][-1]):
             raise TrainingDiverged(f"{cfg.label()} diverged at epoch {epoch + 1} (training loss "
                                    f"{history['train_loss'][-1]}): lower lr ({cfg.lr:g}) or check the loss settings")
-        epoch_s = time.perf_counter() - t0
+        epoch_s = _synced_clock(dev) - t0
+        eval_wall += epoch_s - train_s
         history["seconds"].append(round(epoch_s, 3))
         wall += epoch_s
         train_wall += train_s
         images += n
-        bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", test=f"{history['test_top1'][-1]:.3f}", refresh=False)
+        shown = {"val": history["val_top1"][-1]} if val is not None else {"test": history["test_top1"][-1]}
+        bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", **{k: f"{v:.3f}" for k, v in shown.items() if v is not None},
+                        refresh=False)
         store.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                                             "rng": rng.bit_generator.state, "history": history, "epoch": epoch + 1,
-                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict(),
+                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict(), "eval_wall": eval_wall,
                                             "data": bench.data, "precision": used})
     bar.close()
     step.close()
     if end_epoch < cfg.epochs:
         return None
+    if val is not None:  # which validation images the final model gets right: paired comparisons between runs
+        t_val = _synced_clock(dev)
+        val_correct = "".join("1" if ok else "0" for ok in correct_mask(model, val[0], val[1], spec.mean, spec.std, bf16))
+        eval_wall += _synced_clock(dev) - t_val
 
     if end_epoch == start_epoch:  # every epoch was checkpointed, but the result was not stored: evaluate now
+        t_final = _synced_clock(dev)
         tc, tt, top5 = evaluate(model, test_x[final_idx], test_y[final_idx], C, spec.mean, spec.std, bf16)
+        eval_wall += _synced_clock(dev) - t_final
     per_class = (tc / tt.clamp(min=1)).cpu().numpy()
     scale = group_scale(cfg.dataset, cfg.max_per_class)
     groups = class_groups(counts, cfg.imbalance, scale)
@@ -396,6 +443,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
             "test_error": 100.0 * (1 - float(tc.sum() / tt.sum())),
             "top5_error": 100.0 * (1 - float(top5) / float(tt.sum())),
             "best_epoch_test_acc": max(history["test_top1"]) if cfg.eval_per_class == cfg.test_per_class else None,
+            **({**_val_summary(history), "val_correct": val_correct, "val_images": len(val_correct)} if val is not None else {}),
             "test_acc_per_class": per_class.tolist(),
             "group_test_acc": {g: float(per_class[c].mean()) if c else None for g, c in groups.items()},
             "groups": groups,
@@ -408,7 +456,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         "history": history,
         "data": bench.data,
         "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), used, commits,
-                                       compile_mode=mode, eval_batch=eval_batch(dev)),
+                                       compile_mode=mode, eval_batch=eval_batch(dev), eval_s=eval_wall),
     }
     # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
     # weights, or the last checkpoint (at the final epoch), from which a rerun writes both

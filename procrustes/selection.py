@@ -1,0 +1,233 @@
+"""Which Procrustean training? The selection protocol of issue 24, fixed in code before any selection run.
+
+Our default reconstruction of MFW (mixing point stage1, median selection rule, always on) was fixed before any
+data and is the pre-registered test. The ablations suggest other choices do better, but they can only be read
+on the test set, and choosing on the test set is the pitfall we document in the reference code. So a variant
+is chosen here on a validation split (`RunConfig.val_per_class`: training images the imbalanced subset leaves
+unused), by rules written before the first selection run:
+
+- Candidates (`STAGE_A`, `STAGE_B`):
+  stage A, MFW alone, on CIFAR-10 step-100, exp-100 and exp-10: mixing point stage1 (default) or stage2, crossed
+  with selection rule median (default) or power (gamma 1): 4 candidates a benchmark;
+  stage B, MFW + LDAM-DRW, on step-100 and exp-100, with the point and rule stage A chose on that benchmark: MFW
+  active always (default) or until DRW starts.
+- Score (`SCORE`): the last-epoch validation error (balanced: the mean over classes) of seed 0.
+- Tie rule (`TIE_RULE`, `choose`): the best-scoring challenger replaces the default only when it beats the
+  default by more than the noise: max(MIN_GAIN points, 2 x the paired standard error of the two error rates on
+  the same validation images). MIN_GAIN is 1 point because subset seeds alone move CIFAR accuracy by more than a
+  point (PAPER.md, pitfalls). Otherwise the default is kept. Challengers tie-break in the order listed.
+- Then (`seed_runs`): the chosen MFW (stage A, on all three benchmarks) and the chosen MFW + LDAM-DRW (stage B,
+  on step-100 and exp-100) get seeds 1 and 2. A stored run with the same training counts (the grid's runs of
+  the default config, which lack only the validation split), since validation never changes training
+  (tests/test_validation.py).
+- Verdicts (`procrustes.claims`): the chosen method against ERM, and the chosen MFW + LDAM-DRW against
+  LDAM-DRW, with `claims.NOISE_RULE`, beside the default-reconstruction rows, labelled "selected on validation".
+
+Screening runs carry the validation split and no per-epoch test curve (`SCREEN_EVAL`): nothing in them invites a
+look at the test set before the last epoch, and the evaluation they save pays for the validation they add.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import PROFILES, RunConfig, make_config
+
+# images a class of the validation split, per profile; the paper profile has no unused CIFAR training images
+# (class 0 keeps all 5,000), so it has no selection grid
+VAL_PER_CLASS = {"cpu": 100, "smoke": 10}
+# a screening run's evaluation: the validation split every epoch, the test set at the last epoch only
+SCREEN_EVAL = {"eval_per_class": 0}
+SEEDS = (0, 1, 2)
+SCREEN_SEED = 0
+SCORE = "last-epoch validation error (%) of seed 0, balanced validation split"
+MIN_GAIN = 1.0  # points of validation error a challenger must gain at least
+NOISE_Z = 2.0  # ... and more than this many paired standard errors
+TIE_RULE = (f"a challenger replaces the default only when its validation error is lower by more than "
+            f"max({MIN_GAIN:g} point, {NOISE_Z:g} x the paired standard error of the difference on the same "
+            f"validation images); otherwise the default is kept; challengers tie-break in the order listed")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    overrides: dict
+    default: bool = False
+
+
+STAGE_A_BENCHMARKS = (("step", 100), ("exp", 100), ("exp", 10))
+STAGE_A = (
+    Candidate("stage1 / median", {"mfw_point": "stage1", "mfw_select": "median"}, default=True),
+    Candidate("stage1 / power", {"mfw_point": "stage1", "mfw_select": "power", "mfw_gamma": 1.0}),
+    Candidate("stage2 / median", {"mfw_point": "stage2", "mfw_select": "median"}),
+    Candidate("stage2 / power", {"mfw_point": "stage2", "mfw_select": "power", "mfw_gamma": 1.0}),
+)
+STAGE_B_BENCHMARKS = (("step", 100), ("exp", 100))
+STAGE_B = (
+    Candidate("always", {"mfw_active": "always"}, default=True),
+    Candidate("until DRW", {"mfw_active": "until-drw"}),
+)
+STAGES = {"A": ("mfw", STAGE_A_BENCHMARKS, STAGE_A), "B": ("mfw+ldam-drw", STAGE_B_BENCHMARKS, STAGE_B)}
+
+
+def bench_name(imbalance: str, ratio: float) -> str:
+    return f"{imbalance}-{ratio:g}"
+
+
+def screening_config(profile: str, imbalance: str, ratio: float, method: str, overrides: dict,
+                     seed: int = SCREEN_SEED) -> RunConfig:
+    """A run of the selection grid: the profile's run of CIFAR-10 with the candidate's choices, the validation
+    split and no per-epoch test curve."""
+    return make_config(profile, dataset="cifar10", imbalance=imbalance, ratio=ratio, method=method, seed=seed,
+                       val_per_class=VAL_PER_CLASS[profile], **SCREEN_EVAL, **overrides)
+
+
+def training_twin(cfg: RunConfig) -> RunConfig:
+    """The same training with the profile's own evaluation settings (no validation split, the usual test curve):
+    the form the grid's runs are stored in. Its numbers at the last epoch are the same (tests/test_validation.py)."""
+    prof = PROFILES[cfg.profile]
+    return cfg.replace(val_per_class=None, eval_per_class=prof.get("eval_per_class", RunConfig.eval_per_class))
+
+
+def find(cfg: RunConfig, root: Path | None = None) -> dict | None:
+    """The stored result of cfg, or of its training twin (the same training, stored without validation)."""
+    from .store import read_result
+
+    return read_result(cfg, root) or read_result(training_twin(cfg), root)
+
+
+def has_selection(profile: str) -> bool:
+    return profile in VAL_PER_CLASS
+
+
+def paired_se(a: dict, b: dict) -> float:
+    """Standard error (points) of the difference of two validation error rates on the same images, from their
+    per-image correctness (`summary.val_correct`, '1'/'0' a validation image in a fixed order): the paired
+    (McNemar) form, sqrt(n01 + n10 - (n01 - n10)^2 / n) / n."""
+    ca, cb = a["summary"]["val_correct"], b["summary"]["val_correct"]
+    if len(ca) != len(cb) or not ca:
+        raise ValueError("the two runs were validated on different images")
+    n = len(ca)
+    n01 = sum(x == "0" and y == "1" for x, y in zip(ca, cb))
+    n10 = sum(x == "1" and y == "0" for x, y in zip(ca, cb))
+    return 100.0 * math.sqrt(max(n01 + n10 - (n01 - n10) ** 2 / n, 0.0)) / n
+
+
+@dataclass
+class Choice:
+    """The outcome of one stage on one benchmark."""
+
+    stage: str
+    bench: str
+    chosen: Candidate | None  # None: candidates missing
+    scores: dict  # candidate label -> validation error (%), for the stored ones
+    reason: str
+
+
+def choose(stage: str, bench: str, results: dict[str, dict | None], candidates=None) -> Choice:
+    """TIE_RULE over the seed-0 screening results of every candidate (label -> result, None when missing)."""
+    candidates = candidates or STAGES[stage][2]
+    scores = {c.label: results[c.label]["summary"]["val_error"] for c in candidates if results.get(c.label)}
+    missing = [c.label for c in candidates if not results.get(c.label)]
+    if missing:
+        return Choice(stage, bench, None, scores, f"waiting for {len(missing)} of {len(candidates)} candidates: "
+                      + ", ".join(missing))
+    default = next(c for c in candidates if c.default)
+    challengers = [c for c in candidates if not c.default]
+    best = min(challengers, key=lambda c: scores[c.label])  # min keeps the first of equal scores: the listed order
+    gain = scores[default.label] - scores[best.label]
+    se = paired_se(results[default.label], results[best.label])
+    need = max(MIN_GAIN, NOISE_Z * se)
+    if gain > need:
+        return Choice(stage, bench, best, scores, f"{best.label} beats the default by {gain:.2f} points "
+                      f"(> {need:.2f} = max({MIN_GAIN:g}, {NOISE_Z:g} x paired SE {se:.2f}))")
+    return Choice(stage, bench, default, scores, f"best challenger {best.label} gains {gain:.2f} points "
+                  f"(<= {need:.2f} = max({MIN_GAIN:g}, {NOISE_Z:g} x paired SE {se:.2f})): the default is kept")
+
+
+def stage_configs(profile: str, stage: str, imbalance: str, ratio: float, base: dict | None = None,
+                  seed: int = SCREEN_SEED) -> dict[str, RunConfig]:
+    """candidate label -> its screening run on one benchmark; `base`: choices carried from an earlier stage."""
+    method, _, candidates = STAGES[stage]
+    return {c.label: screening_config(profile, imbalance, ratio, method, {**(base or {}), **c.overrides}, seed)
+            for c in candidates}
+
+
+def select(profile: str, root: Path | None = None) -> dict[str, dict[str, Choice]]:
+    """Stage -> benchmark -> Choice, from what the store holds now (stage B waits for stage A's choice)."""
+    out: dict[str, dict[str, Choice]] = {"A": {}, "B": {}}
+    if not has_selection(profile):
+        return out
+    from .store import read_result  # the screening run itself: its training twin has no validation record
+
+    for imb, r in STAGE_A_BENCHMARKS:
+        cfgs = stage_configs(profile, "A", imb, r)
+        out["A"][bench_name(imb, r)] = choose("A", bench_name(imb, r), {k: read_result(c, root) for k, c in cfgs.items()})
+    for imb, r in STAGE_B_BENCHMARKS:
+        a = out["A"][bench_name(imb, r)]
+        if a.chosen is None:
+            out["B"][bench_name(imb, r)] = Choice("B", bench_name(imb, r), None, {}, "waiting for stage A")
+            continue
+        cfgs = stage_configs(profile, "B", imb, r, base=a.chosen.overrides)
+        out["B"][bench_name(imb, r)] = choose("B", bench_name(imb, r), {k: read_result(c, root) for k, c in cfgs.items()})
+    return out
+
+
+def chosen_configs(profile: str, root: Path | None = None, seeds=SEEDS) -> dict[tuple[str, str], list[RunConfig]]:
+    """(stage, benchmark) -> the chosen config at each seed (screening form), for every decided choice."""
+    choices = select(profile, root)
+    out = {}
+    for stage, per_bench in choices.items():
+        method, benches, _ = STAGES[stage]
+        for imb, r in benches:
+            ch = per_bench[bench_name(imb, r)]
+            if ch.chosen is None:
+                continue
+            base = choices["A"][bench_name(imb, r)].chosen.overrides if stage == "B" else {}
+            out[(stage, bench_name(imb, r))] = [
+                screening_config(profile, imb, r, method, {**base, **ch.chosen.overrides}, seed=s) for s in seeds]
+    return out
+
+
+def screening_runs(profile: str, root: Path | None = None) -> list[RunConfig]:
+    """Every screening run that can be listed now: stage A always, stage B once stage A chose on its benchmark."""
+    if not has_selection(profile):
+        return []
+    runs = [c for imb, r in STAGE_A_BENCHMARKS for c in stage_configs(profile, "A", imb, r).values()]
+    choices = select(profile, root)
+    for imb, r in STAGE_B_BENCHMARKS:
+        a = choices["A"][bench_name(imb, r)].chosen
+        if a is not None:
+            runs += list(stage_configs(profile, "B", imb, r, base=a.overrides).values())
+    return runs
+
+
+def seed_runs(profile: str, root: Path | None = None) -> list[RunConfig]:
+    """Seeds 1 and 2 of every chosen config (screening form); `find` also accepts their training twins."""
+    return [c for cfgs in chosen_configs(profile, root).values() for c in cfgs if c.seed != SCREEN_SEED]
+
+
+def all_selection_runs(profile: str, root: Path | None = None) -> list[RunConfig]:
+    """What notebook 09 needs now: the screening runs, then the seeds of what they chose."""
+    return screening_runs(profile, root) + seed_runs(profile, root)
+
+
+def stored(cfg: RunConfig, root: Path | None = None) -> dict | None:
+    """The stored result that stands for a selection run: a screening run (seed 0) only as itself (it must carry
+    the validation record), a seed run as itself or as its training twin."""
+    from .store import read_result
+
+    return read_result(cfg, root) if cfg.seed == SCREEN_SEED else find(cfg, root)
+
+
+def pending(profile: str, root: Path | None = None) -> list[str]:
+    """Lines for what cannot be listed yet: stages and seeds that wait for a choice."""
+    if not has_selection(profile):
+        return []
+    lines = []
+    for stage, per_bench in select(profile, root).items():
+        for bench, ch in per_bench.items():
+            if ch.chosen is None:
+                lines.append(f"selection stage {stage} on {bench}: {ch.reason}")
+    return lines
