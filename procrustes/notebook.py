@@ -34,6 +34,7 @@ class Settings:
     data_root: str | None
     seeds: tuple[int, ...] | None
     extra: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)  # the notebook's own values of its extra parameters
 
     def __getattr__(self, name: str) -> Any:
         extra = self.__dict__.get("extra", {})
@@ -41,11 +42,57 @@ class Settings:
             return extra[name]
         raise AttributeError(name)
 
+    def custom(self) -> dict[str, Any]:
+        """The parameters that differ from the committed run of the notebook (its parameters cell as written):
+        those that decide which results it shows (data root, seeds, the notebook's own ones), not where it runs."""
+        out = {k: v for k, v in self.extra.items() if _plain(v) != _plain(self.defaults.get(k))}
+        if self.seeds is not None:
+            out = {"seeds": list(self.seeds), **out}
+        if self.data_root is not None:
+            out = {"data_root": self.data_root, **out}
+        return out
+
+    def setting(self) -> str:
+        """What produced a notebook's numbers, for each row of claims.md: the profile and every parameter that
+        is not the committed one."""
+        extra = "".join(f"; {k}={v}" for k, v in self.extra.items())
+        seeds = "all" if self.seeds is None else ",".join(map(str, self.seeds))
+        return f"profile {self.profile}; seeds {seeds}{extra}"
+
+    @property
+    def figures(self) -> Path:
+        """Where the notebook writes its figures, tables and claims: figures/ (figures/<profile>/ for a profile
+        other than the committed one) when its parameters are the committed ones, else a folder of its own under
+        figures/custom/ named by them, so that exploring never overwrites the committed record."""
+        from .plots import figures_dir
+
+        base = figures_dir(profile=self.profile)
+        custom = self.custom()
+        if not custom:
+            return base
+        slug = "_".join(f"{k}-{_slug(v)}" for k, v in custom.items())[:120]
+        d = base / "custom" / slug
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def meta(self, source: str) -> dict[str, str]:
+        """The keyword arguments of a claims verdict: the notebook, its profile and its setting."""
+        return {"source": source, "profile": self.profile, "setting": self.setting()}
+
     def line(self) -> str:
         seeds = "all of the profile" if self.seeds is None else ", ".join(map(str, self.seeds))
         more = "".join(f"; {k}: {v}" for k, v in self.extra.items())
         return (f"profile: {self.profile}; train missing runs: {self.train_missing}; device: {self.device}; "
                 f"seeds: {seeds}{more}")
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _slug(v: Any) -> str:
+    text = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    return "".join(ch if ch.isalnum() or ch in ".,-" else "-" for ch in text)
 
 
 def as_bool(name: str, value: Any) -> bool:
@@ -101,7 +148,7 @@ def settings(namespace: dict, **expected: Any) -> Settings:
         elif example is not None and not isinstance(value, type(example)):
             raise ParameterError(f"parameter {name}={value!r}: expected a {type(example).__name__}")
         extra[name] = value
-    return Settings(profile, as_bool("train_missing", tm), device, data_root, seeds, extra)
+    return Settings(profile, as_bool("train_missing", tm), device, data_root, seeds, extra, dict(expected))
 
 
 # ---------------------------------------------------------------------------------------- clean notebooks

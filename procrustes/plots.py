@@ -519,7 +519,8 @@ def plot_quickstart(result: dict):
     plot_class_counts(axes[0], result)
     axes[0].set_title("training set (test set balanced)")
     plot_per_class_test_acc([result], ax=axes[1], title="per-class test accuracy after the last epoch")
-    fig.suptitle(setting_title(result, f"{result_label(result)}: one small run"))
+    n = len(result["history"]["epoch"])
+    fig.suptitle(setting_title(result, f"{result_label(result)}: one run, {n} epoch{'s' if n != 1 else ''}"))
     return fig
 
 
@@ -625,3 +626,32 @@ __all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "style", "
            "plot_underfit_then_overfit", "plot_feature_gradients", "plot_train_balance", "plot_per_class_test_acc",
            "plot_quickstart", "plot_error_table", "plot_ablation", "by_method", "seed_curves", "seed_counts", "draw_seeds",
            "gradient_ratio", "group_scale", "groups_note", "group_test_acc", "figures_dir", "COMMITTED_PROFILE"]
+
+
+def plot_selection(df, title: str):
+    """Notebook 09: each candidate's last-epoch validation error (seed 0), one panel a stage, bars grouped by
+    benchmark; the default is hatched, the chosen candidate outlined in black and marked with a star."""
+    stages = [s for s in ("A", "B") if s in set(df.stage)]
+    fig, axes = plt.subplots(1, max(1, len(stages)), figsize=(5.2 * max(1, len(stages)), 3.6), squeeze=False)
+    names = {"A": "stage A: MFW alone (point / selection rule)", "B": "stage B: MFW + LDAM-DRW (when MFW is on)"}
+    for ax, stage in zip(axes[0], stages):
+        sub = df[df.stage == stage]
+        benches, cands = list(dict.fromkeys(sub.benchmark)), list(dict.fromkeys(sub.candidate))
+        width = 0.8 / len(cands)
+        for j, cand in enumerate(cands):
+            rows = [sub[(sub.benchmark == b) & (sub.candidate == cand)].iloc[0] for b in benches]
+            x = np.arange(len(benches)) + (j - (len(cands) - 1) / 2) * width
+            ax.bar(x, [r.val_error for r in rows], width, color=PALETTE[j], label=cand + (" (default)" if rows[0].default else ""),
+                   hatch="//" if rows[0].default else None, edgecolor=["black" if r.chosen else "none" for r in rows],
+                   linewidth=1.5)
+            for xi, r in zip(x, rows):
+                if r.chosen:
+                    ax.annotate("*", (xi, r.val_error), ha="center", va="bottom", fontsize=14)
+        ax.set_xticks(np.arange(len(benches)), [f"CIFAR-10 {b}" for b in benches])
+        ax.set_ylabel("validation error (%), last epoch, seed 0")
+        ax.set_title(names[stage])
+        ax.set_ylim(0, 1.12 * max(sub.val_error.max(), 1) if sub.val_error.notna().any() else 1)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    fig.suptitle(title + "  (* chosen)")
+    fig.tight_layout()
+    return fig

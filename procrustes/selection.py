@@ -39,7 +39,7 @@ from .config import PROFILES, RunConfig, make_config
 VAL_PER_CLASS = {"cpu": 100, "smoke": 10}
 # a screening run's evaluation: the validation split every epoch, the test set at the last epoch only
 SCREEN_EVAL = {"eval_per_class": 0}
-SEEDS = (0, 1, 2)
+SEEDS = {"cpu": (0, 1, 2), "smoke": (0,)}  # the seeds a chosen config gets (smoke: nbval's one seed)
 SCREEN_SEED = 0
 SCORE = "last-epoch validation error (%) of seed 0, balanced validation split"
 MIN_GAIN = 1.0  # points of validation error a challenger must gain at least
@@ -174,8 +174,11 @@ def select(profile: str, root: Path | None = None) -> dict[str, dict[str, Choice
     return out
 
 
-def chosen_configs(profile: str, root: Path | None = None, seeds=SEEDS) -> dict[tuple[str, str], list[RunConfig]]:
+def chosen_configs(profile: str, root: Path | None = None, seeds=None) -> dict[tuple[str, str], list[RunConfig]]:
     """(stage, benchmark) -> the chosen config at each seed (screening form), for every decided choice."""
+    if not has_selection(profile):
+        return {}
+    seeds = SEEDS.get(profile, (SCREEN_SEED,)) if seeds is None else seeds
     choices = select(profile, root)
     out = {}
     for stage, per_bench in choices.items():
@@ -231,3 +234,117 @@ def pending(profile: str, root: Path | None = None) -> list[str]:
             if ch.chosen is None:
                 lines.append(f"selection stage {stage} on {bench}: {ch.reason}")
     return lines
+
+
+# ---------------------------------------------------------------------------------------- what notebook 09 shows
+
+
+def gather(profile: str, *, train_missing: bool = False, device="auto", data_root=None, root: Path | None = None,
+           progress: bool = True) -> list[RunConfig]:
+    """With train_missing, train the selection grid stage by stage (stage A, then stage B on its choice, then the
+    seeds of both choices); returns what is still missing."""
+    from .train import run
+
+    for _ in range(3):  # stage A, stage B, seeds: each round can list what the previous one decided
+        todo = [c for c in all_selection_runs(profile, root) if stored(c, root) is None]
+        if not train_missing or not todo:
+            return todo
+        for c in todo:
+            run(c, device=device, data_root=data_root, results=root, progress=progress)
+    return [c for c in all_selection_runs(profile, root) if stored(c, root) is None]
+
+
+def candidates_table(profile: str, root: Path | None = None):
+    """One row a candidate: stage, benchmark, candidate, whether it is the default, its validation error, the
+    choice and the reason. No test number: the choice never sees one."""
+    import pandas as pd
+
+    rows = []
+    for stage, per_bench in select(profile, root).items():
+        for bench, ch in per_bench.items():
+            for c in STAGES[stage][2]:
+                rows.append({"stage": stage, "benchmark": bench, "candidate": c.label, "default": c.default,
+                             "val_error": ch.scores.get(c.label, float("nan")),
+                             "chosen": ch.chosen is not None and ch.chosen.label == c.label, "reason": ch.reason})
+    return pd.DataFrame(rows)
+
+
+def chosen_results(profile: str, root: Path | None = None) -> dict[tuple[str, str], dict[int, dict]]:
+    """(stage, benchmark) -> {seed: stored result} of the chosen config (screening run or training twin)."""
+    out = {}
+    for key, cfgs in chosen_configs(profile, root).items():
+        out[key] = {c.seed: r for c in cfgs if (r := stored(c, root)) is not None}
+    return out
+
+
+BASELINE = {"A": "erm", "B": "ldam-drw"}  # what the chosen method of each stage is compared with
+
+
+def baseline_results(profile: str, root: Path | None = None) -> dict[tuple[str, str], dict[int, dict]]:
+    """(stage, benchmark) -> {seed: result} of the grid's baseline run (ERM for stage A, LDAM-DRW for stage B)."""
+    from .store import read_result
+
+    out = {}
+    for stage, (_, benches, _) in STAGES.items():
+        for imb, r in benches:
+            runs = {}
+            for s in SEEDS.get(profile, (SCREEN_SEED,)):
+                res = read_result(make_config(profile, dataset="cifar10", imbalance=imb, ratio=r, method=BASELINE[stage],
+                                              seed=s), root)
+                if res is not None:
+                    runs[s] = res
+            out[(stage, bench_name(imb, r))] = runs
+    return out
+
+
+def results_table(profile: str, root: Path | None = None):
+    """The chosen configs' last-epoch test error beside their baseline's, per seed and as mean/std."""
+    import numpy as np
+    import pandas as pd
+
+    chosen, base = chosen_results(profile, root), baseline_results(profile, root)
+    choices = select(profile, root)
+    rows = []
+    for (stage, bench), runs in chosen.items():
+        b = base.get((stage, bench), {})
+        for name, rs in ((f"{STAGES[stage][0]} [{choices[stage][bench].chosen.label}]", runs), (BASELINE[stage], b)):
+            errs = [rs[s]["summary"]["test_error"] for s in sorted(rs)]
+            rows.append({"stage": stage, "benchmark": bench, "method": name, "seeds": len(errs),
+                         "test_error_mean": float(np.mean(errs)) if errs else float("nan"),
+                         "test_error_std": float(np.std(errs, ddof=1)) if len(errs) > 1 else float("nan"),
+                         "per_seed": ", ".join(f"{e:.2f}" for e in errs)})
+    return pd.DataFrame(rows)
+
+
+def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -> list:
+    """claims.NOISE_RULE on the chosen configs against their baselines, per benchmark, and 'especially step' for
+    the chosen MFW at rho = 100: the rows of claims.md labelled 'selected on validation'."""
+    from . import claims
+
+    if not has_selection(profile):
+        return []
+    meta = {"profile": profile, **(meta or {})}
+    chosen, base = chosen_results(profile, root), baseline_results(profile, root)
+    choices = select(profile, root)
+    out = []
+    for stage, (method, benches, _) in STAGES.items():
+        for imb, r in benches:
+            bench = bench_name(imb, r)
+            ch = choices[stage][bench].chosen
+            label = f"{'MFW' if stage == 'A' else 'MFW + LDAM-DRW'} [{ch.label if ch else 'not chosen yet'}]"
+            err = {s: x["summary"]["test_error"] for s, x in chosen.get((stage, bench), {}).items()}
+            ref = {s: x["summary"]["test_error"] for s, x in base.get((stage, bench), {}).items()}
+            v = claims.compare(f"6s cifar10 {bench}: selected {method} vs {BASELINE[stage]}",
+                               f"cifar10 {bench}: {label}, selected on validation, has a lower last-epoch top-1 error "
+                               f"than {'ERM' if stage == 'A' else 'LDAM-DRW'}", ref, err,
+                               "ERM" if stage == "A" else "LDAM-DRW", label, expect=-1, unit="%", digits=2, **meta)
+            out.append(v)
+    gain = {}
+    for imb in ("step", "exp"):
+        e = {s: x["summary"]["test_error"] for s, x in base.get(("A", bench_name(imb, 100)), {}).items()}
+        m = {s: x["summary"]["test_error"] for s, x in chosen.get(("A", bench_name(imb, 100)), {}).items()}
+        gain[imb] = {s: e[s] - m[s] for s in set(e) & set(m)}
+    out.append(claims.verdict_step_gain(gain["exp"], gain["step"], "6s cifar10 rho=100: selected MFW gains more on step",
+                                        "the selected MFW's gain over ERM (error points) is larger on step than on exp "
+                                        "imbalance", **meta))
+    return out

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, base_config, run_label
+from .counts import major_classes
 from .plots import (benchmark_name, figures_dir, group_test_acc, groups_of, majority_group, method_name, minority_group,
                     shot_groups)
 from .plots import groups_note as plots_groups_note
@@ -29,12 +30,15 @@ COLUMN_LABELS = {
     "seeds_done": "seeds done", "top1_error_mean": "top-1 error (%)", "top1_error_std": "std over seeds",
     "minority_group": "minority group", "minority_acc_mean": "minority-group acc. (%)",
     "majority_group": "majority group", "majority_acc_mean": "majority-group acc. (%)",
+    "lower_half_acc_mean": "lower half acc. (%) [median split, every row]",
+    "upper_half_acc_mean": "upper half acc. (%) [median split, every row]",
     "reported_method": "LDAM-DRW row", "reported_top1_error": "LDAM-DRW reported top-1 error (%)",
     "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
     "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
     "paper_md_total": "total stated in PAPER.md", "default": "MFW's default choice",
 }
 ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
+                 "lower_half_acc_mean", "upper_half_acc_mean",
                  "minority_group", "minority_acc_mean", "majority_group", "majority_acc_mean", "reported_method",
                  "reported_top1_error", "ours_minus_reported"]
 
@@ -71,6 +75,21 @@ def config_key(result: dict) -> str:
     return str(result["key"]).split("-")[0]
 
 
+# One definition of head and tail for every row of a table (issue 25, item 15): the halves of the median split of
+# the training counts (`counts.major_classes`: the upper half has at least the median count), whatever the
+# benchmark, beside the shot groups (whose meaning changes with the benchmark: minor / few / a median half).
+HALVES_NOTE = ("lower / upper half: the classes below / at or above the median training count, the same definition "
+               "on every row")
+
+
+def half_accs(result: dict) -> tuple[float, float]:
+    """Last-epoch test accuracy (%) of the lower and the upper half of the median split (nan where no split)."""
+    upper = major_classes(result["summary"]["train_counts"])
+    acc = 100 * np.asarray(result["summary"]["test_acc_per_class"], dtype=float)
+    return (float(acc[~upper].mean()) if (~upper).any() else math.nan,
+            float(acc[upper].mean()) if upper.any() and (~upper).any() else math.nan)
+
+
 def run_rows(results: list[dict]) -> pd.DataFrame:
     """One row per finished run: benchmark, method, seed, errors, minority- and majority-group accuracy (groups
     scaled with n_max, or the median halves where one shot group holds every class: see plots.groups_of; both,
@@ -79,13 +98,15 @@ def run_rows(results: list[dict]) -> pd.DataFrame:
     for r in results:
         c, s = r["config"], r["summary"]
         low, high = minority_group(r), majority_group(r)
-        rows.append({"dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
+        lower, upper = half_accs(r)
+        rows.append({"lower_half_acc": lower, "upper_half_acc": upper, "dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
                      "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
                      "top5_error": s.get("top5_error"), "minority_group": low,
                      "minority_acc": 100 * group_test_acc(r, low), "majority_group": high,
                      "majority_acc": 100 * group_test_acc(r, high), "key": config_key(r)})
     return pd.DataFrame(rows, columns=["dataset", "imbalance", "ratio", "method", "seed", "top1_error", "top5_error",
-                                       "minority_group", "minority_acc", "majority_group", "majority_acc", "key"])
+                                       "lower_half_acc", "upper_half_acc", "minority_group", "minority_acc",
+                                       "majority_group", "majority_acc", "key"])
 
 
 def _std(x: pd.Series) -> float:
@@ -113,6 +134,8 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
             "seeds_done": f"{len(done)}/{len(cs)}",
             "top1_error_mean": mean,
             "top1_error_std": _std(done.top1_error),
+            "lower_half_acc_mean": float(done.lower_half_acc.mean()) if len(done) else math.nan,
+            "upper_half_acc_mean": float(done.upper_half_acc.mean()) if len(done) else math.nan,
             "minority_group": done.minority_group.iloc[0] if len(done) else None,
             "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan,
             "majority_group": done.majority_group.iloc[0] if len(done) else None,
@@ -136,7 +159,7 @@ def groups_note(results: list[dict]) -> str:
         if len(g) == 1 and len(groups_of(r)) == 2:
             single.setdefault(benchmark_name(c["dataset"], c["imbalance"], c["ratio"]),
                               (next(iter(g)), min(r["summary"]["train_counts"])))
-    parts = [f"{i}: {plots_groups_note(r)}" for i, r in first.items()]
+    parts = [HALVES_NOTE] + [f"{i}: {plots_groups_note(r)}" for i, r in first.items()]
     parts += [f"{b}: every class is {g} (the smallest has {n} training images), so its minority and majority groups "
               f"are the halves of the median split (upper half: at least the median training count; lower half: "
               f"the rest)" for b, (g, n) in single.items()]
@@ -176,13 +199,15 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
                      "seeds_done": f"{len(done)}/{len(cs)}",
                      "top1_error_mean": float(done.top1_error.mean()) if len(done) else math.nan,
                      "top1_error_std": _std(done.top1_error),
+                     "lower_half_acc_mean": float(done.lower_half_acc.mean()) if len(done) else math.nan,
+                     "upper_half_acc_mean": float(done.upper_half_acc.mean()) if len(done) else math.nan,
                      "minority_group": done.minority_group.iloc[0] if len(done) else None,
                      "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan,
                      "majority_group": done.majority_group.iloc[0] if len(done) else None,
                      "majority_acc_mean": float(done.majority_acc.mean()) if len(done) else math.nan})
     return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "default", "seeds_done", "top1_error_mean",
-                                       "top1_error_std", "minority_group", "minority_acc_mean", "majority_group",
-                                       "majority_acc_mean"])
+                                       "top1_error_std", "lower_half_acc_mean", "upper_half_acc_mean",
+                                       "minority_group", "minority_acc_mean", "majority_group", "majority_acc_mean"])
 
 
 def lookup(df: pd.DataFrame, column: str = "top1_error_mean", **where) -> float:

@@ -40,7 +40,10 @@ def test_compare_pairs_seeds_and_reports_each():
 
 def test_difference_of_percentages_is_in_points():
     v = claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 20.0, 1: 21.5}, "A", "B", expect=+1, unit="%")
-    assert "A 10.5 +- 0.7% (" in v.numbers and "difference 10.2 +- 0.4 points (seeds 0, 1: 10.0, 10.5)" in v.numbers
+    assert "A 10.5 +- 0.7% (" in v.numbers and "difference 10.2 points (seeds 0, 1: 10.0, 10.5)" in v.numbers
+    # the noise printed beside a difference is the one the rule uses (the more variable side's std: B's 1.06),
+    # named, with the bar it sets; not the std of the differences (0.35)
+    assert "rule's noise = std of the more variable side 1.1, needs |mean| > 2.1" in v.numbers
     assert "difference 1.0 (seed 0)" in claims.compare("x", "s", {0: 1.0}, {0: 2.0}, "A", "B", expect=1).numbers
 
 
@@ -62,8 +65,17 @@ def test_underfit_then_overfit_verdicts():
     runs = _dynamics(curve, minor_test=0.05)
     assert claims.verdict_underfit(runs).verdict == claims.SHOWN
     assert claims.verdict_overfit(runs).verdict == claims.SHOWN
-    early_fit = _dynamics([0.1] + curve[1:], minor_test=0.05)
+    early_fit = _dynamics([0.3] + curve[1:], minor_test=0.05)  # 7.5% on average over the first 4 epochs
     assert claims.verdict_underfit(early_fit).verdict == claims.NOT_SHOWN
+    # one early epoch at 10% but 2.5% on average: the literal rule (mean) passes, the earlier one (every epoch) not
+    touch = _dynamics([0.1] + curve[1:], minor_test=0.05)
+    assert claims.verdict_underfit(touch).verdict == claims.SHOWN
+    assert claims.verdict_underfit_until_2026_11_29(touch).verdict == claims.NOT_SHOWN
+    # "most of their data into the major classes": exactly half counts for the literal rule, not for the old one
+    half = _dynamics(curve, minor_test=0.05, to_major=0.5)
+    assert claims.verdict_underfit(half).verdict == claims.SHOWN
+    assert claims.verdict_underfit_until_2026_11_29(half).verdict == claims.NOT_SHOWN
+    assert claims.verdict_underfit(_dynamics(curve, minor_test=0.05, to_major=0.49)).verdict == claims.NOT_SHOWN
     generalises = _dynamics(curve, minor_test=0.5)  # gap 10 points < 20
     assert claims.verdict_overfit(generalises).verdict == claims.NOT_SHOWN
     assert claims.verdict_overfit(_dynamics(curve, 0.05, seeds=(0,))).verdict == claims.ONE_SEED

@@ -92,3 +92,24 @@ def test_strip_volatile_joins_the_chunks_of_a_stream(tmp_path):
     outs = json.loads(paths[0].read_text())["cells"][0]["outputs"]
     assert [(o["name"], o["text"]) for o in outs] == [("stdout", ["a\n", "bc\n", "d\n"]), ("stderr", ["e\n"]),
                                                       ("stdout", ["f\n"])]
+
+
+def test_parameters_other_than_the_committed_ones_never_write_over_the_committed_record(monkeypatch, tmp_path):
+    """Issue 25, item 13: a notebook run with -y 'seeds: [0]' or -p imbalance exp writes to figures/custom/...,
+    and every claims row names the setting that produced it."""
+    from procrustes import plots
+
+    monkeypatch.delenv("PROCRUSTES_FIGURES", raising=False)
+    monkeypatch.setattr(plots, "REPO", tmp_path)
+    monkeypatch.setenv("PROCRUSTES_PROFILE", "cpu")
+    committed = notebook.settings({"profile": None, "seeds": None}, imbalance="step", ratio=100)
+    assert committed.custom() == {} and committed.figures == tmp_path / "figures"
+    seeds = notebook.settings({"seeds": [0]}, imbalance="step", ratio=100)
+    exp = notebook.settings({"imbalance": "exp"}, imbalance="step", ratio=100)
+    assert seeds.figures == tmp_path / "figures" / "custom" / "seeds-0"
+    assert exp.figures == tmp_path / "figures" / "custom" / "imbalance-exp"
+    assert exp.meta("02_x") == {"source": "02_x", "profile": "cpu", "setting": "profile cpu; seeds all; imbalance=exp; ratio=100"}
+    # where a run starts (device, train_missing) is not a different result: the committed folder
+    assert notebook.settings({"device": "cpu", "train_missing": True}).figures == tmp_path / "figures"
+    # another profile has its own folder, and a custom run of it a sub-folder there
+    assert notebook.settings({"profile": "smoke", "seeds": [0]}).figures == tmp_path / "figures" / "smoke" / "custom" / "seeds-0"

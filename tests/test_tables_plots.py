@@ -103,6 +103,25 @@ def test_one_group_benchmark_uses_the_median_halves():
     assert "rho=10: every class is many" in note and f"smallest has {min(results[0]['summary']['train_counts'])}" in note
 
 
+def test_every_row_also_has_the_median_halves(tmp_path):
+    """Issue 25, item 15: the shot-group columns change meaning from row to row (minor, few, a median half), so
+    every row also carries the halves of the median split, one definition, named in the header: exp-100's head
+    loss shows as plainly as step's."""
+    exp100 = ex.make_config("cpu", dataset="cifar10", imbalance="exp", ratio=100, method="erm")
+    step = ex.make_config("cpu", dataset="cifar10", imbalance="step", ratio=100, method="erm")
+    results = [fake_result(exp100, 47.0), fake_result(step, 52.0)]
+    df = tables.error_table([exp100, step], results)
+    for row, r in zip(df.itertuples(), results):
+        acc = 100 * np.asarray(r["summary"]["test_acc_per_class"])
+        upper = np.asarray(r["summary"]["train_counts"]) >= np.median(r["summary"]["train_counts"])
+        assert row.upper_half_acc_mean == pytest.approx(acc[upper].mean())
+        assert row.lower_half_acc_mean == pytest.approx(acc[~upper].mean())
+    assert df.iloc[0].minority_group == "medium" and df.iloc[1].minority_group == "minor"  # the shot groups differ ...
+    md = tables.to_markdown(tables.pretty(df))
+    assert "lower half acc. (%) [median split, every row]" in md  # ... the halves are one named definition
+    assert tables.groups_note(results).startswith(tables.HALVES_NOTE)
+
+
 def test_ablation_table_and_plot(tmp_path):
     pairs = ex.ablation_runs("smoke")
     configs = list({c.key(): c for _, c in pairs}.values())

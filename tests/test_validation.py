@@ -86,3 +86,88 @@ def test_subset_curve_then_full_test_gives_the_full_curve_last_epoch(cifar10_roo
         assert r["history"]["test_top1"][-1] == rs[0]["history"]["test_top1"][-1]
         assert r["history"]["train_loss"] == rs[0]["history"]["train_loss"]
     assert rs[2]["history"]["test_top1"][0] is None and rs[2]["summary"]["test_images"] == 10000
+
+
+# ---------------------------------------------------------------------------------------- the selection protocol
+
+from procrustes import selection  # noqa: E402
+
+
+def _fake(err: float, correct: str) -> dict:
+    return {"summary": {"val_error": err, "val_correct": correct}}
+
+
+def test_paired_standard_error_counts_only_discordant_images():
+    a, b = _fake(50, "1100" * 25), _fake(50, "1100" * 25)
+    assert selection.paired_se(a, b) == 0.0
+    # 100 images, b gets 10 more right than a and nothing else differs: sqrt(10 - 100/100) / 100 = 3 points
+    common = "1100" * 22 + "10"  # 90 images both get equally right or wrong
+    a, b = _fake(50, "0" * 10 + common), _fake(40, "1" * 10 + common)
+    assert len(a["summary"]["val_correct"]) == 100
+    assert selection.paired_se(a, b) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="different images"):
+        selection.paired_se(a, _fake(50, "1"))
+
+
+def _stage_a(errors: dict[str, float], flips: int) -> dict[str, dict]:
+    """Stage A results on 1000 validation images: the default gets images [0, R) right; a challenger with R' right
+    gets [flips/2, flips/2 + R') right, so the two disagree on flips + (R' - R) images."""
+    out = {}
+    for c in selection.STAGE_A:
+        right = 1000 - round(10 * errors[c.label])
+        start = 0 if c.default else flips // 2
+        out[c.label] = _fake(errors[c.label], "0" * start + "1" * right + "0" * (1000 - start - right))
+    return out
+
+
+def test_choose_keeps_the_default_within_noise_and_takes_a_clear_winner():
+    labels = [c.label for c in selection.STAGE_A]
+    tie = _stage_a(dict(zip(labels, (40.0, 39.5, 41.0, 39.6))), flips=0)
+    ch = selection.choose("A", "step-100", tie)
+    assert ch.chosen.default and "kept" in ch.reason  # 0.5 points: under the 1-point floor
+    win = _stage_a(dict(zip(labels, (40.0, 41.0, 37.0, 38.0))), flips=0)
+    ch = selection.choose("A", "step-100", win)
+    assert ch.chosen.label == "stage2 / median" and ch.scores["stage2 / median"] == 37.0
+    # the same 3-point gain drowned in discordant images: 2 x paired SE exceeds it, the default stays
+    noisy = _stage_a(dict(zip(labels, (40.0, 41.0, 37.0, 38.0))), flips=600)
+    assert selection.paired_se(noisy["stage1 / median"], noisy["stage2 / median"]) > 1.5
+    assert selection.choose("A", "step-100", noisy).chosen.default
+    # equal challengers: the first listed wins
+    both = _stage_a(dict(zip(labels, (40.0, 36.0, 36.0, 38.0))), flips=0)
+    assert selection.choose("A", "step-100", both).chosen.label == "stage1 / power"
+    part = dict(win, **{"stage2 / power": None})
+    ch = selection.choose("A", "step-100", part)
+    assert ch.chosen is None and "stage2 / power" in ch.reason
+
+
+def test_selection_grid_is_staged_and_seed_runs_accept_their_training_twins(tmp_path, monkeypatch):
+    """Stage B is listed once stage A chose on its benchmark; a seed run counts as stored when the same training
+    is stored without validation (the grid's runs); a screening run does not (it must carry validation)."""
+    from procrustes import store
+
+    runs = selection.screening_runs("cpu", tmp_path)
+    assert len(runs) == 12 and all(c.val_per_class == 100 and c.eval_per_class == 0 and c.seed == 0 for c in runs)
+    assert {(c.imbalance, c.ratio) for c in runs} == {("step", 100), ("exp", 100), ("exp", 10)}
+    stored: dict[str, dict] = {}
+    labels = [c.label for c in selection.STAGE_A]
+    fake = _stage_a(dict(zip(labels, (40.0, 41.0, 37.0, 38.0))), flips=0)
+    for c in selection.STAGE_A:
+        cfg = selection.screening_config("cpu", "step", 100, "mfw", c.overrides)
+        stored[cfg.key()] = fake[c.label]
+    twin_of_default = selection.training_twin(selection.screening_config("cpu", "step", 100, "mfw", {}, seed=1))
+    stored[twin_of_default.key()] = {"summary": {"test_error": 1.0}}
+    exp_twin = selection.training_twin(selection.screening_config("cpu", "exp", 100, "mfw", {}, seed=0))
+    stored[exp_twin.key()] = {"summary": {"test_error": 1.0}}  # the grid's exp-100 MFW seed 0: no validation
+    monkeypatch.setattr(store, "read_result", lambda cfg, root=None, data_id=None: stored.get(cfg.key()))
+    assert twin_of_default == selection.training_twin(twin_of_default) and twin_of_default.val_per_class is None
+    assert twin_of_default.eval_per_class == 200  # the cpu grid's form
+    runs = selection.screening_runs("cpu", tmp_path)
+    b = [c for c in runs if c.method == "mfw+ldam-drw"]
+    assert len(b) == 2 and all(c.mfw_point == "stage2" and c.imbalance == "step" for c in b)
+    seeds = selection.seed_runs("cpu", tmp_path)
+    assert sorted(c.seed for c in seeds) == [1, 2] and all(c.mfw_point == "stage2" for c in seeds)
+    # the default's seed 1 stands for itself through its twin; a seed 0 screening run does not
+    default_1 = selection.screening_config("cpu", "step", 100, "mfw", {}, seed=1)
+    assert selection.stored(default_1, tmp_path) is not None
+    exp_default_0 = selection.screening_config("cpu", "exp", 100, "mfw", {}, seed=0)
+    assert selection.stored(exp_default_0, tmp_path) is None and selection.find(exp_default_0, tmp_path) is not None
