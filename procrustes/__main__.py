@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
+        from .store import StoreError
         from .train import TrainingDiverged
 
-        if isinstance(e, TrainingDiverged):
+        if isinstance(e, (TrainingDiverged, StoreError)):
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise
@@ -110,7 +111,7 @@ def _train(args) -> int:
     from pathlib import Path
 
     from .data import check_root
-    from .store import run_dir
+    from .store import check_writable, run_dir
     from .train import resolve_device, run, use_compile
 
     use_compile(args.compile, resolve_device("cpu"), 0)  # a bad setting: one line, before anything is read
@@ -119,6 +120,7 @@ def _train(args) -> int:
     over.update(dict(parse_assignment(a) for a in args.set))
     cfg = make_config(args.profile, dataset=args.dataset, imbalance=args.imbalance, ratio=args.ratio, method=args.method, **over)
     check_root(cfg.dataset, args.data_root)
+    check_writable(Path(args.results) if args.results else None)
     try:
         dev = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
@@ -149,6 +151,9 @@ def _reproduce(args) -> int:
         print(f"  missing: {run_label(c)} [{c.key()}]" + (f" ({ep} of {c.epochs} epochs checkpointed: resumes)" if ep else ""))
     if args.list or not missing:
         return 0
+    from .store import check_writable
+
+    check_writable(results)
     from .train import resolve_device, use_compile
 
     use_compile(args.compile, resolve_device("cpu"), 0)  # a bad $PROCRUSTES_COMPILE: one line, before any work

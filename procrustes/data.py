@@ -338,6 +338,22 @@ class Benchmark:
     data: dict | None = None  # {"id": content hash of the arrays above, "root": where they were read}
 
 
+def portable_root(root: str | Path | None) -> str:
+    """The data root as a result records it, without the training machine's paths (results are committed and
+    shared): "default" for the default location, a root inside the repository relative to it, a relative
+    root as given, and "external" for an absolute path elsewhere (the data id says what the data were)."""
+    if not root:
+        return "default"
+    p = Path(root)
+    if not p.is_absolute():
+        return p.as_posix()
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        return Path(os.path.abspath(p)).relative_to(repo).as_posix()
+    except ValueError:
+        return "external"
+
+
 def content_id(*arrays: np.ndarray, classes: list[str] = ()) -> str:
     """A 16-hex sha256 of the bytes, shapes and dtypes of arrays and of the class names: what the data are."""
     h = hashlib.sha256()
@@ -352,8 +368,8 @@ def content_id(*arrays: np.ndarray, classes: list[str] = ()) -> str:
 def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
     """The imbalanced training subset and the balanced test set a RunConfig asks for. Test labels are matched to
     the training classes by class NAME (not by sorted position): a test class that training lacks, or a
-    training class without test images, is a DataError that names it. `data["root"]` is the root as given, or
-    "default" for the default location (not a machine-specific path)."""
+    training class without test images, is a DataError that names it. `data["root"]`: see `portable_root` (never a
+    machine-specific path)."""
     tr = load_split(cfg.dataset, root, "train")
     te = load_split(cfg.dataset, root, "test")
     test_y = _test_labels_by_name(tr, te)
@@ -384,7 +400,7 @@ def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
     idx = subset_indices(tr.labels, counts, cfg.subset_seed)
     b = Benchmark(tr.images[idx], tr.labels[idx], te.images, test_y, counts, tr.classes, s)
     b.data = {"id": content_id(b.train_x, b.train_y, b.test_x, b.test_y, classes=b.classes),
-              "root": str(root) if root else "default"}
+              "root": portable_root(root)}
     return b
 
 

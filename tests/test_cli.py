@@ -17,6 +17,8 @@ CASES = {
     "unknown bench compile mode": (["bench", "--device", "cpu", "--compile", "fastest"], "unknown compile mode 'fastest'"),
     "bench eval images not a number": (["bench", "--device", "cpu", "--eval", "many"], "impossible --eval 'many'"),
     "missing data root": (["train", "--profile", "smoke", "--data-root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
+    "results is a file": (["train", "--profile", "smoke", "--results", "{tmp}/afile"], "{tmp}/afile is a file, not a folder"),
+    "meta device": (["train", "--profile", "smoke", "--device", "meta"], "device 'meta': the trainer runs on cpu or cuda"),
 }
 
 
@@ -26,6 +28,7 @@ def cli(tmp_path_factory):
     data, results = tmp / "data", tmp / "results"
     data.mkdir()
     results.mkdir()
+    (tmp / "afile").write_text("not a folder")
     env = cli_env(PROCRUSTES_DATA=str(data), PROCRUSTES_RESULTS=str(results))
     argvs = [[a.replace("{tmp}", str(tmp)) for a in argv] for argv, _ in CASES.values()]
     procs = run_cli_many(argvs, env)
@@ -67,3 +70,28 @@ def test_unknown_subcommand_is_argparse_status_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["fly"])
     assert e.value.code == 2
+
+
+def test_disk_full_during_training_is_one_line_and_leaves_no_temp_file(cifar10_root, tmp_path, monkeypatch, capsys):
+    """Issue 25.7: the checkpoint write fails with ENOSPC: one line, a non-zero status, no .checkpoint.pt.*.tmp."""
+    import errno
+    import os
+
+    from procrustes import store
+    from procrustes.__main__ import main
+
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "checkpoint" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(store.os, "fsync", fsync)
+    code = main(["train", "--profile", "smoke", "--epochs", "1", "--max-per-class", "20", "--imbalance", "step",
+                 "--ratio", "10", "--results", str(tmp_path)])
+    err = capsys.readouterr().err  # the progress bar, then the error
+    assert code != 0 and "Traceback" not in err
+    errors = [line[line.index("error: "):] for line in err.splitlines() if "error: " in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0], err
+    assert not list(tmp_path.rglob("*.tmp")) and list(tmp_path.rglob("config.json"))

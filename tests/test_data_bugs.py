@@ -308,13 +308,19 @@ def test_a_class_with_too_few_images_is_named(tmp_path, private_cache):
         load_benchmark(make_config("smoke", dataset="imagefolder", imbalance="exp", ratio=2), root)
 
 
-# ---------------------------------------------------------------- provenance: the root as given
+# ---------------------------------------------------------------- provenance: the root, without machine paths
 
 
-def test_data_root_is_recorded_as_given(tmp_path, private_cache, monkeypatch):
+def test_data_root_is_recorded_without_the_machines_path(tmp_path, private_cache, monkeypatch):
+    """Issue 25.8: committed results carried the absolute path of the machine that trained them."""
+    from procrustes.data import portable_root
+
     cfg = make_config("smoke", dataset="imagefolder", imbalance="none")
     root = make_imagefolder(tmp_path / "tree", 2, 2, 1, size=8)
-    assert load_benchmark(cfg, str(root)).data["root"] == str(root)
+    assert load_benchmark(cfg, str(root)).data["root"] == "external"  # absolute, outside the repository
+    repo = Path(__file__).resolve().parents[1]
+    assert portable_root(repo / "data" / "cifar10") == "data/cifar10"
+    assert portable_root(str(repo / "data" / ".." / "data" / "x")) == "data/x"
     monkeypatch.chdir(tmp_path)
     given = load_benchmark(cfg, "tree").data
     assert given["root"] == "tree"

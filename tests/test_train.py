@@ -281,3 +281,35 @@ def test_tiny_imagenet_slice_trains(tiny_root, tmp_path, monkeypatch):
     assert len(res["history"]["test_top1"]) == 1 and 0 <= s["test_acc"] <= 1
     assert s["schedule"]["lr_milestones"] == [1]  # 0.75 of one epoch, rounded
     assert (store.run_dir(cfg, tmp_path / "results") / "model.pt").exists()
+
+
+class _Payload:
+    """Unpickling it would create the marker file: code run by reading a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_a_pickled_payload_is_refused_and_an_edited_result_is_kept(cfg, data_id, tmp_path):
+    """Issue 25.1 and 25.5: a checkpoint.pt with a pickle payload is reported, set aside and never run (the run
+    restarts); a result.json that parses but fails the store's checks is set aside, not trained over."""
+    d = store.run_dir(cfg, tmp_path, data_id)
+    d.mkdir(parents=True)
+    marker = tmp_path / "PWNED"
+    torch.save({"model": {}, "epoch": 1, "payload": _Payload(marker)}, d / "checkpoint.pt")
+    edited = {"key": "EDITED", "config": cfg.to_dict(), "data": {"id": data_id}, "summary": {"test_error": 1.0}}
+    (d / "result.json").write_text(json.dumps(edited))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run(cfg, results=tmp_path, device="cpu", progress=False)
+    assert not marker.exists()
+    assert any(w.category is DamagedResult and "refused" in str(w.message) for w in caught)
+    assert len(list(d.glob("checkpoint.damaged-*.pt"))) == 1
+    kept = list(d.glob("result.replaced-*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == edited
+    assert res["history"]["epoch"] == [1, 2]  # restarted from scratch
+    assert res["model_sha256"] == store.sha256_file(d / "model.pt")
+    assert store.read_result(cfg, tmp_path, data_id)["summary"] == res["summary"]
