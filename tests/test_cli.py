@@ -95,3 +95,42 @@ def test_disk_full_during_training_is_one_line_and_leaves_no_temp_file(cifar10_r
     errors = [line[line.index("error: "):] for line in err.splitlines() if "error: " in line]
     assert len(errors) == 1 and "No space left on device" in errors[0], err
     assert not list(tmp_path.rglob("*.tmp")) and list(tmp_path.rglob("config.json"))
+
+
+def test_set_takes_the_fields_of_the_flags_and_none(monkeypatch, tmp_path, capsys):
+    """Issue 25.9-11: --set ratio=/method=/dataset=/imbalance= are honoured like the flags (not a TypeError),
+    --set FIELD=none sets None, and the method's spelling is made canonical."""
+    import importlib
+
+    from procrustes.__main__ import main
+
+    trainer = importlib.import_module("procrustes.train")  # procrustes.train is also the function
+    seen = []
+
+    def fake_run(cfg, **kwargs):
+        seen.append(cfg)
+        return {"summary": {"group_test_acc": {}, "test_error": 1.0}, "data": {"id": "0123456789abcdef"}}
+
+    monkeypatch.setattr(trainer, "run", fake_run)
+    argv = ["train", "--profile", "cpu", "--device", "cpu", "--results", str(tmp_path), "--ratio", "50",
+            "--set", "ratio=10", "--set", "imbalance=step", "--set", "method=LDAM-DRW+MFW", "--set", "dataset=cifar100",
+            "--set", "eval_per_class=none"]
+    assert main(argv) == 0, capsys.readouterr().err
+    cfg = seen[0]
+    assert (cfg.ratio, cfg.imbalance, cfg.method, cfg.dataset, cfg.eval_per_class) == (10, "step", "mfw+ldam-drw", "cifar100", None)
+
+
+@pytest.mark.parametrize("assignment,match", [
+    ("lr_milestones=", "lr_milestones is empty"),
+    ("mfw_random_points=", "mfw_random_points must name at least one"),
+    ("manifold_points=", "manifold_points must name at least one"),
+    ("epochs=none", "epochs cannot be none"),
+])
+def test_bad_set_is_one_line_before_anything_is_written(tmp_path, capsys, assignment, match):
+    from procrustes.__main__ import main
+
+    assert main(["train", "--profile", "smoke", "--method", "mfw", "--mfw-point", "random", "--results", str(tmp_path),
+                 "--set", assignment]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], err
+    assert list(tmp_path.iterdir()) == []
