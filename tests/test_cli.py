@@ -134,3 +134,18 @@ def test_bad_set_is_one_line_before_anything_is_written(tmp_path, capsys, assign
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_results_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+    """Issue 25.7 (as root chmod does not stop writes: the permission check is simulated)."""
+    import os
+
+    from procrustes import store
+    from procrustes.__main__ import main
+
+    real_access = os.access
+    monkeypatch.setattr(store.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    assert main(["train", "--profile", "smoke", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"error: results folder {tmp_path} is not writable: pass another folder to --results"
+    assert list(tmp_path.iterdir()) == []

@@ -310,7 +310,10 @@ def test_disk_full_is_one_error_and_leaves_no_temp_file(tmp_path, monkeypatch, w
     assert list(tmp_path.iterdir()) == []
 
 
-def test_check_writable(tmp_path):
+def test_check_writable(tmp_path, monkeypatch):
+    """Issue 25.7: --results naming a file, or a read-only folder, is one line before training."""
+    import os
+
     from procrustes.config import ConfigError
 
     store.check_writable(tmp_path / "new" / "folder")  # made when needed
@@ -319,15 +322,23 @@ def test_check_writable(tmp_path):
         store.check_writable(tmp_path / "afile")
     with pytest.raises(ConfigError, match="is a file"):
         store.check_writable(tmp_path / "afile" / "below")
+    with pytest.raises(store.StoreError, match="cannot write"):  # the Python API: one error, no traceback of ours
+        store.atomic_write_json(tmp_path / "afile" / "smoke" / "result.json", {})
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        if __import__("os").access(ro, __import__("os").W_OK):
-            pytest.skip("running as root: permissions are not enforced")
-        with pytest.raises(ConfigError, match="not writable"):
-            store.check_writable(ro)
-        with pytest.raises(store.StoreError, match="Permission denied"):
-            store.atomic_write_json(ro / "smoke" / "result.json", {})
-    finally:
-        ro.chmod(0o755)
+    real_access = os.access
+    monkeypatch.setattr(store.os, "access", lambda p, mode: False if str(p) == str(ro) else real_access(p, mode))
+    with pytest.raises(ConfigError, match="not writable"):
+        store.check_writable(ro / "cpu")
+
+
+def test_a_read_only_folder_fails_its_write_with_one_error(tmp_path, monkeypatch):
+    import errno
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(store.os, "replace", denied)
+    with pytest.raises(store.StoreError, match="Permission denied"):
+        store.atomic_write_json(tmp_path / "result.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []
