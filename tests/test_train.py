@@ -180,23 +180,24 @@ def test_result_contents(cfg, straight):
 def test_a_killed_finish_is_completed_by_a_rerun(cfg, straight, tmp_path, monkeypatch):
     """B6: weights are written before the result; a kill between the two leaves the final checkpoint, from which
     a rerun writes both without training again."""
-    real = store.atomic_write_json
+    real = store.atomic_write_bytes
 
-    def killed(path, obj):
+    def killed(path, data):
         if path.name == "result.json":
             raise KeyboardInterrupt("killed")
-        real(path, obj)
+        real(path, data)
 
-    monkeypatch.setattr(store, "atomic_write_json", killed)
+    monkeypatch.setattr(store, "atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, results=tmp_path, device="cpu", progress=False)
     d = store.run_dir(cfg, tmp_path)
     assert (d / "model.pt").exists() and (d / "checkpoint.pt").exists() and not (d / "result.json").exists()
-    monkeypatch.setattr(store, "atomic_write_json", real)
+    monkeypatch.setattr(store, "atomic_write_bytes", real)
     monkeypatch.setattr(trainer.TrainStep, "__call__", lambda *a, **k: pytest.fail("trained again"))
     res = run(cfg, results=tmp_path, device="cpu", progress=False)
     assert res["summary"]["test_acc_per_class"] == straight[1]["summary"]["test_acc_per_class"]
     assert (d / "result.json").exists() and not (d / "checkpoint.pt").exists()
+    assert not list(d.glob("*.replaced-*")) and not list(d.glob(".*.tmp"))  # the same model.pt again: nothing set aside
 
 
 def test_a_damaged_checkpoint_restarts_the_run(cfg, straight, data_id, tmp_path):
