@@ -101,10 +101,21 @@ def main(argv: list[str] | None = None) -> int:
         from .train import TrainingDiverged
 
         if isinstance(e, (TrainingDiverged, StoreError)):
+            _close_bars()
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise
     return 0
+
+
+def _close_bars() -> None:
+    """Close the progress bars an error interrupted, so that the error gets a line of its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
 
 
 def _train(args) -> int:

@@ -94,6 +94,7 @@ def test_disk_full_during_training_is_one_line_and_leaves_no_temp_file(cifar10_r
     assert code != 0 and "Traceback" not in err
     errors = [line[line.index("error: "):] for line in err.splitlines() if "error: " in line]
     assert len(errors) == 1 and "No space left on device" in errors[0], err
+    assert err.splitlines()[-1].startswith("error: "), err  # on a line of its own, after the closed bar
     assert not list(tmp_path.rglob("*.tmp")) and list(tmp_path.rglob("config.json"))
 
 
