@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PROFILES, ConfigError, make_config, parse_assignment
+from .config import NONE, PROFILES, ConfigError, make_config, parse_assignment
 from .data import DataError
 
 
@@ -97,28 +97,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
+        from .store import StoreError
         from .train import TrainingDiverged
 
-        if isinstance(e, TrainingDiverged):
+        if isinstance(e, (TrainingDiverged, StoreError)):
+            _close_bars()
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise
     return 0
 
 
+def _close_bars() -> None:
+    """Close the progress bars an error interrupted, so that the error gets a line of its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
+
+
 def _train(args) -> int:
     from pathlib import Path
 
     from .data import check_root
-    from .store import run_dir
+    from .store import check_writable, run_dir
     from .train import resolve_device, run, use_compile
 
     use_compile(args.compile, resolve_device("cpu"), 0)  # a bad setting: one line, before anything is read
-    over = {k: getattr(args, k) for k in ("sampler", "model", "epochs", "seed", "max_per_class", "mfw_point", "mfw_select",
-                                          "mfw_prob", "mfw_lam", "mfw_active")}
-    over.update(dict(parse_assignment(a) for a in args.set))
-    cfg = make_config(args.profile, dataset=args.dataset, imbalance=args.imbalance, ratio=args.ratio, method=args.method, **over)
+    over = {k: getattr(args, k) for k in ("dataset", "imbalance", "ratio", "method", "sampler", "model", "epochs", "seed",
+                                          "max_per_class", "mfw_point", "mfw_select", "mfw_prob", "mfw_lam", "mfw_active")}
+    over.update(set_overrides(args.set))  # --set wins over the flags, as a later flag would
+    cfg = make_config(args.profile, **over)
     check_root(cfg.dataset, args.data_root)
+    check_writable(Path(args.results) if args.results else None)
     try:
         dev = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
@@ -153,6 +166,9 @@ def _reproduce(args) -> int:
         print(f"  missing: {run_label(c)} [{c.key()}]" + (f" ({ep} of {c.epochs} epochs checkpointed: resumes)" if ep else ""))
     if args.list or not missing:
         return 0
+    from .store import check_writable
+
+    check_writable(results)
     from .train import resolve_device, use_compile
 
     use_compile(args.compile, resolve_device("cpu"), 0)  # a bad $PROCRUSTES_COMPILE: one line, before any work
@@ -180,6 +196,12 @@ def _reproduce(args) -> int:
     run_many(missing, device=args.device, workers=workers * max(1, gpus), results=results,
              data_root={"cifar10": args.data_root} if args.data_root else None)
     return 0
+
+
+def set_overrides(assignments: list[str]) -> dict:
+    """--set FIELD=VALUE ... as make_config overrides: a value none sets the field to None (NONE), where a flag
+    left out (None) keeps the profile's value."""
+    return {name: NONE if value is None else value for name, value in map(parse_assignment, assignments)}
 
 
 def _workers_arg(value: str) -> int | None:

@@ -173,19 +173,56 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+class _ExplicitNone:
+    """The value None given on purpose (`--set field=none`), where make_config ignores a plain None (an option
+    that was not given)."""
+
+    def __repr__(self) -> str:
+        return "NONE"
+
+
+NONE = _ExplicitNone()
+
+
+def canonical_method(method: Any) -> Any:
+    """One spelling per method, that of the committed runs: the mixing method first, then the loss unless it is
+    erm, lower case ('LDAM-DRW + MFW' -> 'mfw+ldam-drw', 'erm+remix' -> 'remix'); a bad method is returned
+    as it is, for validate to report."""
+    if not isinstance(method, str):
+        return method
+    try:
+        loss, mixer = split_method(method)
+    except ConfigError:
+        return method
+    return loss if mixer is None else mixer + ("" if loss == "erm" else f"+{loss}")
+
+
+def _canonical(values: dict[str, Any]) -> dict[str, Any]:
+    """Spellings of one run that must give one key: the method's, and the ratio under imbalance none (where it
+    selects nothing: it is set to RunConfig's default)."""
+    out = {}
+    if "method" in values:
+        out["method"] = canonical_method(values["method"])
+    if values.get("imbalance", RunConfig.imbalance) == "none":
+        out["ratio"] = int(RunConfig.ratio)
+    return out
+
+
 def make_config(profile: str = "paper", **overrides: Any) -> RunConfig:
-    """A validated RunConfig: profile defaults, then `overrides` (None values are ignored)."""
+    """A validated RunConfig: profile defaults, then `overrides` (None values are ignored; NONE sets None).
+    The method's spelling and, under imbalance none, the unused ratio are made canonical (one run, one key)."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     values = dict(PROFILES[profile])
     dataset = overrides.get("dataset") or "cifar10"
     if dataset == "tinyimagenet" and profile == "paper":
         values["epochs"] = 120
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: (None if v is NONE else v) for k, v in overrides.items() if v is not None})
     values["profile"] = profile
     if isinstance(values.get("ratio", RunConfig.ratio), float) and float(values.get("ratio", RunConfig.ratio)).is_integer():
         # one key per run: --ratio 10 (a float from the command line) and ratio=10 (an int) are the same run
         values["ratio"] = int(values.get("ratio", RunConfig.ratio))
+    values.update(_canonical(values))
     _check_fields(values)
     cfg = RunConfig(**values)
     validate(cfg)
@@ -217,6 +254,7 @@ def validate(cfg: RunConfig) -> None:
     _choice("mfw_active", cfg.mfw_active, MFW_ACTIVE)
     _choice("precision", cfg.precision, PRECISIONS)
     split_method(cfg.method)
+    _check_sequences(cfg)
     if not (isinstance(cfg.ratio, (int, float)) and cfg.ratio >= 1):
         raise ConfigError(f"impossible ratio {cfg.ratio!r}: rho = n_max / n_min must be a number >= 1")
     if cfg.epochs < 1:
@@ -281,6 +319,21 @@ def validate(cfg: RunConfig) -> None:
             )
 
 
+def _check_sequences(cfg: RunConfig) -> None:
+    """An empty list of milestones or of mixing points is an error here, not an IndexError or a failure in the
+    middle of training."""
+    if cfg.lr_milestones is not None and len(cfg.lr_milestones) == 0:
+        raise ConfigError("lr_milestones is empty: give at least one epoch, or none for the scaled default")
+    for name in ("mfw_random_points", "manifold_points"):
+        if not isinstance(getattr(cfg, name), tuple) or len(getattr(cfg, name)) == 0:
+            raise ConfigError(f"{name} must name at least one mixing point, got {getattr(cfg, name)!r}")
+
+
+def _optional(name: str) -> bool:
+    """Whether RunConfig's field `name` may be None."""
+    return "None" in str(next(f.type for f in dataclasses.fields(RunConfig) if f.name == name))
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """'mfw_prob=0.5' -> ('mfw_prob', 0.5), typed by the RunConfig field; for --set on the command line."""
     if "=" not in text:
@@ -292,8 +345,10 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if name == "profile":
         raise ConfigError("profile cannot be set with --set: use --profile")
     default = fields[name].default
+    if raw.lower() == "none" and not _optional(name) and not isinstance(default, str):
+        raise ConfigError(f"{name} cannot be none: give it a value")
     try:
-        if raw.lower() == "none":
+        if raw.lower() == "none" and _optional(name):
             return name, None
         if isinstance(default, tuple) or name in ("lr_milestones", "lr_factors"):
             conv = float if name == "lr_factors" else (int if name == "lr_milestones" else str)
@@ -324,4 +379,4 @@ def run_label(c: RunConfig) -> str:
     return c.label() + (f" [{', '.join(diff)}]" if diff else "")
 
 
-__all__ = ["RunConfig", "base_config", "run_label", "ConfigError", "PROFILES", "make_config", "validate", "split_method", "parse_assignment"]
+__all__ = ["RunConfig", "base_config", "run_label", "ConfigError", "NONE", "PROFILES", "make_config", "canonical_method", "validate", "split_method", "parse_assignment"]

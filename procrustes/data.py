@@ -57,7 +57,7 @@ def class_counts(num_classes: int, n_max: int, imbalance: str, ratio: float) -> 
     try:
         return _counts.class_counts(num_classes, n_max, imbalance, ratio)
     except ValueError as e:
-        raise ConfigError(f"{e}: add class folders or use imbalance none" if "needs at least 2" in str(e) else str(e)) from None
+        raise ConfigError(f"{e}: add class folders" if "needs at least 2" in str(e) else str(e)) from None
 
 
 def benchmark_counts(dataset: str, imbalance: str, ratio: float, max_per_class: int | None = None) -> list[int]:
@@ -120,6 +120,9 @@ def default_root(dataset: str) -> Path:
 
 
 CACHE_FORMAT = 2  # part of every cache key: bump it when what a cache holds changes
+# part of the key of a cache that holds any PNG: 16-bit PNGs are scaled to 8 bits (before: clipped to white).
+# Only those caches are rebuilt (a JPEG tree, such as data/cifar10, keeps its cache).
+PNG_DECODING = 2
 
 
 def _cache_key(kind: str, root: Path, split: str, files: list[str | Path], labels: list[int], classes: list[str],
@@ -143,6 +146,8 @@ def _cache_key(kind: str, root: Path, split: str, files: list[str | Path], label
     0.75 s for a cached CIFAR-10 load, and more from a cold disk or for larger image folders."""
     prefix = str(Path(root)) + os.sep
     h = hashlib.sha256(json.dumps([CACHE_FORMAT, kind, split, size, [str(c) for c in classes], len(files)]).encode())
+    if any(str(f).lower().endswith(".png") for f in files):
+        h.update(f"png-decoding-{PNG_DECODING}\n".encode())  # a cache of clipped 16-bit PNGs is not reused
     for f, y in zip(files, labels):
         s = str(f)
         try:
@@ -166,7 +171,9 @@ def _decode(files: list[str | Path], size: int | None, desc: str) -> np.ndarray:
     for i, f in enumerate(tqdm(files, desc=desc, leave=False, mininterval=2)):
         try:
             with Image.open(f) as src:
-                im = src.convert("RGB")
+                im = _to_rgb8(src, f)
+        except DataError:
+            raise
         except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), ValueError, SyntaxError...
             raise DataError(f"{f} cannot be read as an image ({type(e).__name__}): replace or remove it") from None
         if size is not None and im.size != (size, size):
@@ -178,6 +185,21 @@ def _decode(files: list[str | Path], size: int | None, desc: str) -> np.ndarray:
             raise DataError(_size_message(first, out.shape[1:], f, a.shape))
         out[i] = a
     return out if out is not None else np.empty((0, 1, 1, 3), np.uint8)
+
+
+def _to_rgb8(src, f) -> "Image.Image":
+    """An 8-bit RGB copy of an opened image. 16-bit greyscale (PNG's I;16 or I) is scaled by 255/65535, where
+    PIL's convert("RGB") clips every value above 255 to white; other modes of more than 8 bits are refused."""
+    from PIL import Image
+
+    if src.mode.startswith("I;16") or (src.mode == "I" and src.format == "PNG"):
+        a = np.asarray(src).astype(np.int64)
+        a = ((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(np.stack([a] * 3, axis=-1), "RGB")
+    if src.mode in ("I", "F") or src.mode.startswith(("I;", "F;")):
+        raise DataError(f"{f} is a {src.mode} image (more than 8 bits a channel): convert it to 8-bit RGB or "
+                        f"16-bit greyscale PNG")
+    return src.convert("RGB")
 
 
 def _size_message(f1, shape1, f2, shape2) -> str:
@@ -224,9 +246,20 @@ def _cached(kind: str, root: Path, split: str, files: list[str | Path], labels: 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def _class_files(base: str) -> list[str]:
+    """The image files of one class folder, in its sub-folders too, in torchvision ImageFolder's order (folders
+    walked in sorted order, names sorted in each; symbolic links followed): a flat folder gives its sorted names,
+    as before sub-folders were read."""
+    out = []
+    for folder, _, names in sorted(os.walk(base, followlinks=True)):
+        out += [os.path.join(folder, n) for n in sorted(names) if os.path.splitext(n)[1].lower() in IMG_EXT]
+    return out
+
+
 def load_imagefolder(root: Path, split: str, size: int | None = None) -> ImageArrays:
-    """ROOT/<split>/<class>/* with classes in sorted order (torchvision's ImageFolder convention). Every class
-    folder must hold at least one image (a class without images can be neither trained nor scored)."""
+    """ROOT/<split>/<class>/** with classes in sorted order (torchvision's ImageFolder convention, images in
+    nested sub-folders of a class included). Every class folder must hold at least one image (a class without
+    images can be neither trained nor scored)."""
     d = Path(root) / split
     if not d.is_dir():
         raise DataError(f"no folder {d}: expected {root}/{split}/<class>/<image files>")
@@ -235,8 +268,7 @@ def load_imagefolder(root: Path, split: str, size: int | None = None) -> ImageAr
     for c, name in enumerate(classes):
         # path strings sorted by name: the order of sorted Paths on POSIX, without building and comparing 50,000
         # Path objects (several seconds of a cached CIFAR-10 load on a busy 2-core machine)
-        base = os.path.join(str(d), name)
-        fs = [os.path.join(base, n) for n in sorted(os.listdir(base)) if os.path.splitext(n)[1].lower() in IMG_EXT]
+        fs = _class_files(os.path.join(str(d), name))
         files += fs
         labels += [c] * len(fs)
     if not files:
@@ -355,6 +387,22 @@ class Benchmark:
     val_y: np.ndarray | None = None
 
 
+def portable_root(root: str | Path | None) -> str:
+    """The data root as a result records it, without the training machine's paths (results are committed and
+    shared): "default" for the default location, a root inside the repository relative to it, a relative
+    root as given, and "external" for an absolute path elsewhere (the data id says what the data were)."""
+    if not root:
+        return "default"
+    p = Path(root)
+    if not p.is_absolute():
+        return p.as_posix()
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        return Path(os.path.abspath(p)).relative_to(repo).as_posix()
+    except ValueError:
+        return "external"
+
+
 def content_id(*arrays: np.ndarray, classes: list[str] = ()) -> str:
     """A 16-hex sha256 of the bytes, shapes and dtypes of arrays and of the class names: what the data are."""
     h = hashlib.sha256()
@@ -369,8 +417,8 @@ def content_id(*arrays: np.ndarray, classes: list[str] = ()) -> str:
 def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
     """The imbalanced training subset and the balanced test set a RunConfig asks for. Test labels are matched to
     the training classes by class NAME (not by sorted position): a test class that training lacks, or a
-    training class without test images, is a DataError that names it. `data["root"]` is the root as given, or
-    "default" for the default location (not a machine-specific path)."""
+    training class without test images, is a DataError that names it. `data["root"]`: see `portable_root` (never a
+    machine-specific path)."""
     tr = load_split(cfg.dataset, root, "train")
     te = load_split(cfg.dataset, root, "test")
     test_y = _test_labels_by_name(tr, te)
@@ -381,9 +429,9 @@ def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
     s = spec(cfg.dataset)
     available = np.bincount(tr.labels, minlength=len(tr.classes))
     if cfg.dataset == "imagefolder":
-        if cfg.imbalance in ("exp", "step") and len(tr.classes) < 2:
-            raise DataError(f"{tr.source} holds {len(tr.classes)} class folder ({', '.join(tr.classes)}): {cfg.imbalance} "
-                            f"imbalance needs at least 2 classes; add class folders or use imbalance none")
+        if len(tr.classes) < 2:  # one class: every prediction is right, a 0% error that means nothing
+            raise DataError(f"{tr.source} holds {len(tr.classes)} class folder ({', '.join(tr.classes)}): a classifier "
+                            f"needs at least 2 classes (imbalance {cfg.imbalance}); add class folders")
         size = tr.images.shape[1]
         s = DatasetSpec(len(tr.classes), int(available.max()), size, max(4, size // 8), s.mean, s.std)
     n_max = s.n_max if cfg.max_per_class is None else min(cfg.max_per_class, s.n_max)
@@ -405,7 +453,7 @@ def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
     idx, vidx = subset_and_validation(tr.labels, counts, cfg.subset_seed, val_per_class)
     b = Benchmark(tr.images[idx], tr.labels[idx], te.images, test_y, counts, tr.classes, s)
     b.data = {"id": content_id(b.train_x, b.train_y, b.test_x, b.test_y, classes=b.classes),
-              "root": str(root) if root else "default"}
+              "root": portable_root(root)}
     if val_per_class:
         # the run's data id covers the validation images too (they decide its validation numbers); val_id names them alone
         b.val_x, b.val_y = tr.images[vidx], tr.labels[vidx]

@@ -18,6 +18,21 @@ from .config import RunConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
+def check_writable(root: Path | None) -> None:
+    """ConfigError (one line, before any data is loaded) when the result store cannot be written: a file where
+    its folder should be, or a read-only folder."""
+    from .config import ConfigError
+
+    path = Path(root or results_dir())
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"results {path}: {probe} is a file, not a folder; pass a folder to --results")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"results folder {probe} is not writable: pass another folder to --results")
+
+
 def results_dir() -> Path:
     """$PROCRUSTES_RESULTS, else the repository's results/ folder."""
     env = os.environ.get("PROCRUSTES_RESULTS")
@@ -47,15 +62,34 @@ def run_dir(cfg: RunConfig, root: Path | None = None, data_id: str | None = None
     return dirs[0]
 
 
+class StoreError(RuntimeError):
+    """The result store cannot be written (disk full, read-only folder, a file where a folder should be): the
+    CLI prints it as one line; the temporary file of the failed write is already gone."""
+
+
+def _write_error(path: Path, e: OSError) -> StoreError:
+    return StoreError(f"cannot write {path}: {e.strerror or e}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file. A failed
+    write (disk full, no permission) removes its temporary file (a full disk stays usable) and raises StoreError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -66,34 +100,105 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
-def atomic_torch_save(path: Path, obj) -> None:
-    """torch.save through a temporary file, fsync and rename: a kill never leaves half a checkpoint."""
+def torch_bytes(obj) -> bytes:
+    """torch.save's bytes of obj (in memory: a write error is then an OSError of our own write, not torch's)."""
+    import io
+
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    """torch.save through a temporary file, fsync and rename: a kill never leaves half a checkpoint."""
+    atomic_write_bytes(path, torch_bytes(obj))
+
+
+def torch_load(path: Path, device="cpu"):
+    """A stored .pt read with weights_only=True: tensors, dicts, lists and plain numbers and strings, never an
+    arbitrary pickle. Results folders travel through git and harvest archives, and a pickle payload in a
+    checkpoint would run code when it is read (even by `reproduce --list`)."""
+    import torch
+
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def set_aside_if_replaced(path: Path, new: bytes) -> Path | None:
+    """Before `new` replaces the file at `path`, keep the file aside when it holds anything else (damaged,
+    edited, another run's): nothing a user produced is lost. None when there was nothing to keep."""
+    if not path.exists():
+        return None
+    try:
+        if path.read_bytes() == new:
+            return None
+    except OSError:
+        pass
+    return set_aside(path, "damaged" if _damaged_json(path) else "replaced")
+
+
+def _damaged_json(path: Path) -> bool:
+    """A .json file that does not parse or holds no finished result (for the name a set-aside copy gets)."""
+    if path.suffix != ".json":
+        return False
+    try:
+        return not isinstance(json.loads(path.read_text()), dict)
+    except Exception:
+        return True
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Atomically write data at path, first setting aside whatever different file was there."""
+    set_aside_if_replaced(path, data)
+    atomic_write_bytes(path, data)
+
+
+def write_config(out: Path, cfg: RunConfig) -> None:
+    """A run folder's config.json (a different one there, e.g. edited, is set aside first)."""
+    replace_file(out / "config.json", (json.dumps(cfg.to_dict(), indent=1, sort_keys=False) + "\n").encode())
+
+
+def save_finished(out: Path, state_dict, result: dict) -> None:
+    """Store a finished run: model.pt first (its sha256 recorded in the result as `model_sha256`), then
+    result.json, each atomically, each different file they replace set aside first. A kill in between leaves
+    the last checkpoint, from which a rerun writes both."""
+    weights = torch_bytes(state_dict)
+    import hashlib
+
+    result["model_sha256"] = hashlib.sha256(weights).hexdigest()
+    replace_file(out / "model.pt", weights)
+    replace_file(out / "result.json", (json.dumps(result, indent=1, sort_keys=False) + "\n").encode())
 
 
 def load_checkpoint(path: Path, device) -> dict | None:
     """A checkpoint to resume from, or None. One that cannot be read (truncated, garbage) is reported in one
-    line naming the file, set aside, and the run restarts from scratch instead of failing on every rerun."""
-    import torch
+    line naming the file, set aside, and the run restarts from scratch instead of failing on every rerun. One
+    that holds anything but tensors and plain values (a pickle payload) is refused unread in the same way."""
+    import pickle
 
     if not path.exists():
         return None
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
+        ck = torch_load(path, device)
         if not isinstance(ck, dict) or "model" not in ck or "epoch" not in ck:
             raise ValueError("not a checkpoint of this trainer")
         return ck
     except Exception as e:  # torch raises many types for a damaged file
         kept = set_aside(path)
-        warnings.warn(f"damaged checkpoint {path} ({type(e).__name__}) set aside as {kept.name}; the run restarts",
+        why = "refused: it holds objects other than tensors and plain values" if isinstance(e, pickle.UnpicklingError) \
+            else type(e).__name__
+        warnings.warn(f"damaged checkpoint {path} ({why}) set aside as {kept.name}; the run restarts",
                       DamagedResult, stacklevel=2)
         return None
 
@@ -101,16 +206,14 @@ def load_checkpoint(path: Path, device) -> dict | None:
 def checkpoint_epoch(cfg: RunConfig, root: Path | None = None) -> int | None:
     """How many epochs an interrupted run of cfg has checkpointed (the furthest of its folders, on any data), or
     None. Read only, for listings: an unreadable checkpoint is skipped here; the trainer sets it aside when the
-    run starts."""
-    import torch
-
+    run starts (a pickle payload is never run: see torch_load)."""
     best = None
     for d in run_dirs(cfg, root):
         path = d / "checkpoint.pt"
         if not path.exists():
             continue
         try:
-            ep = int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+            ep = int(torch_load(path)["epoch"])
         except Exception:  # damaged or foreign: the trainer reports it when it resumes
             continue
         best = ep if best is None else max(best, ep)
@@ -133,7 +236,15 @@ def _read(path: Path, cfg: RunConfig, data_id: str | None) -> dict:
         raise ValueError("its key does not match its folder and data")
     if data_id is not None and rid != data_id:
         raise ValueError("it was trained on other data")
+    _check_model(path.parent / "model.pt", res.get("model_sha256"))
     return res
+
+
+def _check_model(path: Path, sha: str | None) -> None:
+    """ValueError when model.pt is present but is not the file the result recorded. A result without the hash
+    (stored before it was recorded) or without model.pt (git-ignored: a fresh clone) passes."""
+    if sha is not None and path.exists() and sha256_file(path) != sha:
+        raise ValueError("its model.pt is not the one it recorded (sha256 differs)")
 
 
 def read_result(cfg: RunConfig, root: Path | None = None, data_id: str | None = None) -> dict | None:

@@ -27,6 +27,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: the trainer runs on cpu or cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
     return dev
@@ -358,7 +360,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         commits = list(dict.fromkeys(ck.get("commits", []) + commits))  # a resumed run may span commits
         wall, train_wall, images = ck["wall"], ck["train_wall"], ck["images"]
         eval_wall = ck.get("eval_wall", float("nan"))  # nan: a checkpoint from before eval_s was kept
-    store.atomic_write_json(out / "config.json", cfg.to_dict())
+    store.write_config(out, cfg)
     if mode is not None:
         model.compile(mode=mode)  # in place, after the checkpoint is loaded: state_dict keys stay those of the plain model
 
@@ -460,8 +462,6 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     }
     # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
     # weights, or the last checkpoint (at the final epoch), from which a rerun writes both
-    store.atomic_torch_save(out / "model.pt", model.state_dict())
-    store.set_aside_damaged(out / "result.json")
-    store.atomic_write_json(out / "result.json", result)
+    store.save_finished(out, model.state_dict(), result)
     ckpt_path.unlink(missing_ok=True)
     return result

@@ -23,13 +23,29 @@ Rules (each broken one raises `WeakeningError`, a ValueError, with a one-line me
 - set_labels(y) before each forward pass in training mode (`model.training`); a training forward pass without
   fresh labels is an error (stale labels from the previous pass are never reused). Eval mode is untouched and
   needs no labels. For another training-mode pass (without weakening) use `with w.paused(): ...`.
-- the layer's output (or, with where="input", its first positional input) is a tensor with the batch first
-  (NCHW or channels_last maps, (B, N, D) tokens, (B, D) vectors), or a tuple whose FIRST element is such a
-  tensor: only that element is mixed, the others pass unchanged (e.g. nn.MultiheadAttention's (out, weights)).
+- the layer's output (or, with where="input", its first positional input) is a tensor with one axis per
+  example, `batch_dim` (NCHW or channels_last maps, (B, N, D) tokens, (B, D) vectors: 0), or a tuple whose FIRST
+  element is such a tensor: only that element is mixed, the others pass unchanged (e.g. nn.MultiheadAttention's
+  (out, weights)). batch_dim defaults to 1 for torch's sequence-first modules (`batch_first=False`: nn.LSTM,
+  nn.GRU, nn.RNN, nn.MultiheadAttention, nn.Transformer*Layer), else 0; pass it for any other layout (e.g. your
+  own (L, B, D) module). Only the size at batch_dim is checked: a tensor whose size there merely equals the batch
+  size (sequence length L == B, a non-batch tensor) is mixed along that axis, so name the right axis and layer.
+- an RNN's final state h_n (and an LSTM's c_n) is not mixed, only its output sequence: a head that reads h_n
+  sees no weakening (a WeakeningWarning says so): hook the head's input instead (where="input").
 - single device: the plan follows the feature's device, but a module run on several replicas
   (nn.DataParallel) sees parts of the batch and fails the batch-size check. A layer called twice in one
   forward pass, or re-run by activation checkpointing, also fails (its labels are stale on the second call).
-- mixing happens in the feature's dtype (bf16 under autocast), as in the trainer.
+- mixing happens in the dtype of the hooked tensor, as in the trainer: under bf16 autocast that is bf16 after a
+  convolution or a linear layer (the trainer's ResNets), but fp32 after an operation autocast runs in fp32
+  (LayerNorm, softmax, ...) or one that promotes to fp32 (a product with an fp32 parameter): torchvision's
+  ConvNeXt blocks end with one (layer scale), so their output (features.1, features.3, ...) is fp32, and so is
+  its mixing, while its downsampling layers (features.2, ...) give bf16.
+- "the others stay as they were" holds at the hooked layer only: an example MFW does not select keeps its
+  feature there bit for bit, but a BatchNorm after the layer in training mode normalises with batch statistics
+  that include the mixed examples, so the non-selected (minor-class) examples' later features and logits change
+  too (slightly). Eval mode, and layers without batch statistics (LayerNorm, GroupNorm), do not mix examples.
+- a deep copy (or pickle) of a model with an attached hook is a plain model: its copy of the hook does nothing
+  (`detach()` could not reach it, nor `set_labels`).
 """
 from __future__ import annotations
 
@@ -95,13 +111,17 @@ class LayerMixing:
     positional input; with layer="" that is the model's input). The subclasses make the plans from labels;
     `set_plan` gives one directly (None: nothing to mix in the next pass)."""
 
-    def __init__(self, model: nn.Module, layer: str, where: str = "output"):
+    def __init__(self, model: nn.Module, layer: str, where: str = "output", batch_dim: int | None = None):
         _check(isinstance(model, nn.Module), f"model must be a torch.nn.Module, not {type(model).__name__}")
         _check(where in WHERE, f"unknown where {where!r}: choose output or input")
         _check(layer != "" or where == "input",
                'layer "" is the whole model: name a submodule, or mix the model\'s input with where="input"')
+        _check(batch_dim is None or (isinstance(batch_dim, int) and not isinstance(batch_dim, bool) and batch_dim >= 0),
+               f"impossible batch_dim {batch_dim!r}: the index (>= 0) of the batch axis of the mixed tensor, or None")
         self.model, self.layer, self.where = model, layer, where
         self.module = find_layer(model, layer)
+        self.batch_dim = default_batch_dim(self.module) if batch_dim is None else batch_dim
+        _warn_unmixed_state(self.module, layer, where)
         self.plan: BatchMix | None = None  # the plan of the last set_labels / set_plan
         self._state: Any = _UNSET
         self._handle = None
@@ -121,9 +141,9 @@ class LayerMixing:
         """Register the hook (returns self); WeakeningError when already attached. Labels set before stay set."""
         _check(not self.attached, f"{self!r} is already attached")
         if self.where == "output":
-            self._handle = self.module.register_forward_hook(self._forward_hook)
+            self._handle = self.module.register_forward_hook(_Hook(self._forward_hook))
         else:
-            self._handle = self.module.register_forward_pre_hook(self._pre_hook)
+            self._handle = self.module.register_forward_pre_hook(_Hook(self._pre_hook))
         return self
 
     def detach(self) -> None:
@@ -193,12 +213,15 @@ class LayerMixing:
     def _mix(self, h: Any, plan: BatchMix, what: str) -> torch.Tensor:
         _check(isinstance(h, torch.Tensor),
                f"{what} of {self.layer!r} is a {type(h).__name__}: expected a tensor, or a tuple whose first element is one")
-        b = plan.perm.numel()
-        _check(h.dim() >= 1, f"{what} of {self.layer!r} has no batch dimension (shape {tuple(h.shape)}); "
-                             f"labels are for {b} examples")
-        _check(h.shape[0] == b, f"batch size differs: labels for {b} examples, {what} of {self.layer!r} has shape "
-                                f"{tuple(h.shape)} (the batch must come first)")
-        return mix_features(h, plan.perm.to(h.device), plan.lam.to(h.device))
+        b, d = plan.perm.numel(), self.batch_dim
+        _check(h.dim() > d, f"{what} of {self.layer!r} has no batch dimension {d} (shape {tuple(h.shape)}); "
+                            f"labels are for {b} examples")
+        _check(h.shape[d] == b, f"batch size differs: labels for {b} examples, {what} of {self.layer!r} has shape "
+                                f"{tuple(h.shape)} (batch_dim {d}: pass the batch axis as batch_dim=)")
+        perm, lam = plan.perm.to(h.device), plan.lam.to(h.device)
+        if d == 0:
+            return mix_features(h, perm, lam)
+        return mix_features(h.movedim(d, 0), perm, lam).movedim(0, d)
 
     def _forward_hook(self, module: nn.Module, args: tuple, output: Any) -> Any:
         plan = self._take()
@@ -231,6 +254,57 @@ class LayerMixing:
         return self._gen
 
 
+class WeakeningWarning(UserWarning):
+    """A hooked layer whose output the mixing may not reach (e.g. an RNN's h_n)."""
+
+
+class _Hook:
+    """The registered hook: calls the mixer's method. A deep copy of the model (an EMA copy, copy.deepcopy) gets
+    a hook that does nothing, and so does an unpickled one: the copy's mixer would be out of reach of
+    `detach()` and of `set_labels`, so the copy is a plain model."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __deepcopy__(self, memo) -> Callable:
+        return _inert_hook
+
+    def __reduce__(self):
+        return (_make_inert_hook, ())
+
+
+def _inert_hook(*args) -> None:
+    """What a copied model's hook does: nothing (the output or input stays as it is)."""
+    return None
+
+
+def _make_inert_hook() -> Callable:
+    return _inert_hook
+
+
+def default_batch_dim(module: nn.Module) -> int:
+    """The batch axis of a module's output and first input: 1 for the sequence-first torch modules
+    (`batch_first=False`: nn.RNN/LSTM/GRU, nn.MultiheadAttention, nn.Transformer*Layer), else 0. A tensor
+    whose batch axis is elsewhere, or a layer whose output is not per example, needs batch_dim= (or another
+    layer): a size that merely equals the batch size there cannot be told apart from the batch."""
+    return 1 if getattr(module, "batch_first", None) is False else 0
+
+
+def _warn_unmixed_state(module: nn.Module, layer: str, where: str) -> None:
+    """An RNN's output is (output, h_n) (LSTM: (output, (h_n, c_n))): only `output` is mixed, so a head that
+    reads h_n would see no weakening at all."""
+    import warnings
+
+    if where == "output" and isinstance(module, nn.RNNBase):
+        warnings.warn(f"{layer!r} is an {type(module).__name__}: only its output sequence is mixed, its final state "
+                      f"h_n{' and c_n' if isinstance(module, nn.LSTM) else ''} is not; a head that reads h_n sees no "
+                      f"weakening (mix the input of the head instead: where='input' at its layer)",
+                      WeakeningWarning, stacklevel=3)
+
+
 def staged_point_mixers(model: nn.Module) -> dict[str, LayerMixing]:
     """One (detached) LayerMixing per mixing point of this package's StagedNet (`procrustes.models`): "input"
     is the model's input, "feature" the input of `fc`, any other point the output of `stages.<point>`. Giving a
@@ -248,7 +322,9 @@ class MajorFeatureWeakening(LayerMixing):
     counts (`select`: median, power, inverse, all; `prob` the largest, `gamma` the exponent of power), a partner
     perm(i) is drawn from the batch and lam_i from `lam` (uniform on [lam_min, 1], beta(alpha, alpha),
     beta-folded); the feature h_i of a selected example becomes lam_i h_i + (1 - lam_i) h_perm(i), the others
-    stay exactly as they were, and the label y_i is kept. `until_epoch`: weakening stops from that epoch on
+    stay exactly as they were at this layer (a train-mode BatchNorm after it still mixes batch statistics into
+    them: see the module's notes), and the label y_i is kept. `batch_dim`: the batch axis of the hooked tensor
+    (None: 1 for sequence-first torch modules, else 0). `until_epoch`: weakening stops from that epoch on
     (set_epoch(e) each epoch; None: always), like mfw_active="until-drw". Draws come from `generator` (torch,
     partners and coins) and `rng` (numpy, lam), made from `seed` unless given: the trainer's two streams.
     `set_labels` returns the plan (a `BatchMix`: perm, lam, the `weakened` mask).
@@ -257,7 +333,7 @@ class MajorFeatureWeakening(LayerMixing):
     def __init__(self, model: nn.Module, layer: str, class_counts, *, select: str = "median", prob: float = 1.0,
                  gamma: float = 1.0, lam: str = "uniform", lam_min: float = 0.5, alpha: float = 1.0,
                  until_epoch: int | None = None, seed: int = 0, generator: torch.Generator | None = None,
-                 rng: np.random.Generator | None = None, where: str = "output"):
+                 rng: np.random.Generator | None = None, where: str = "output", batch_dim: int | None = None):
         _check(select in MFW_SELECT, f"unknown select {select!r}: choose one of {', '.join(MFW_SELECT)}")
         _check(lam in MFW_LAM, f"unknown law of lam {lam!r}: choose one of {', '.join(MFW_LAM)}")
         self.prob = _number(prob, "prob", 0.0, 1.0)
@@ -269,7 +345,7 @@ class MajorFeatureWeakening(LayerMixing):
                and counts.sum() > 0, f"class_counts must be the training images per class (>= 0), got {class_counts!r}")
         _check(until_epoch is None or (isinstance(until_epoch, int) and until_epoch >= 0),
                f"impossible until_epoch {until_epoch!r}: an epoch >= 0, or None")
-        super().__init__(model, layer, where)
+        super().__init__(model, layer, where, batch_dim)
         self.class_counts = [int(c) if float(c).is_integer() else float(c) for c in counts]
         self.select, self.lam_law, self.until_epoch = select, lam, until_epoch
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -300,9 +376,7 @@ class MajorFeatureWeakening(LayerMixing):
     def set_labels(self, y) -> BatchMix:
         """The labels of the next training forward pass; draws its plan (no draw when inactive, as the trainer)."""
         y = self._labels(y)
-        if y.device.type == "cpu":  # a check that would wait for the device elsewhere
-            _check(int(y.min()) >= 0 and int(y.max()) < len(self.probs),
-                   f"labels must lie in 0..{len(self.probs) - 1} (one class count each), got {int(y.min())}..{int(y.max())}")
+        _check_label_range(y, len(self.probs))
         ones = torch.ones(y.numel(), device=y.device)
         if not self.active:
             plan = BatchMix([y], [ones])
@@ -316,6 +390,15 @@ class MajorFeatureWeakening(LayerMixing):
         return plan
 
 
+def _check_label_range(y: torch.Tensor, n: int) -> None:
+    """WeakeningError unless every label indexes one of the n class counts: a label outside them would index the
+    counts out of range (a device-side assert on CUDA), or, when negative, silently take another class's count.
+    On a GPU the check waits for the labels (a user's loop; the trainer plans its batches itself)."""
+    lo, hi = int(y.min()), int(y.max())
+    _check(lo >= 0 and hi < n, f"labels must lie in 0..{n - 1} (one class count each), got {lo}..{hi}: "
+                               f"class_counts must have one count per class of the labels")
+
+
 class ManifoldMixup(LayerMixing):
     """Manifold mixup at one named layer (Verma et al. 2019), and Remix there when remix=True (Chou et al.
     2020; needs class_counts): one lam ~ Beta(alpha, alpha) per batch, h_i -> lam h_i + (1 - lam) h_perm(i) for
@@ -324,12 +407,13 @@ class ManifoldMixup(LayerMixing):
 
     def __init__(self, model: nn.Module, layer: str, *, alpha: float = 1.0, class_counts=None, remix: bool = False,
                  remix_kappa: float = 3.0, remix_tau: float = 0.5, seed: int = 0,
-                 generator: torch.Generator | None = None, rng: np.random.Generator | None = None, where: str = "output"):
+                 generator: torch.Generator | None = None, rng: np.random.Generator | None = None, where: str = "output",
+                 batch_dim: int | None = None):
         self.alpha = _number(alpha, "alpha", 0.0, strict=True)
         self.remix_kappa = _number(remix_kappa, "remix_kappa", 0.0, strict=True)
         self.remix_tau = _number(remix_tau, "remix_tau", 0.0, 1.0)
         _check(not remix or class_counts is not None, "remix=True needs class_counts")
-        super().__init__(model, layer, where)
+        super().__init__(model, layer, where, batch_dim)
         self.remix, self.class_counts = remix, class_counts
         self._init_generators(seed, generator, rng)
 
@@ -344,6 +428,8 @@ class ManifoldMixup(LayerMixing):
 
     def set_labels(self, y) -> BatchMix:
         y = self._labels(y)
+        if self.remix:
+            _check_label_range(y, len(self.class_counts))
         perm = torch.randperm(y.numel(), generator=self._generator(y.device), device=y.device)
         lam = float(self.rng.beta(self.alpha, self.alpha))
         targets, coefs, lam_x = mixup_targets(y, perm, lam, self.class_counts if self.remix else None,

@@ -17,6 +17,8 @@ CASES = {
     "unknown bench compile mode": (["bench", "--device", "cpu", "--compile", "fastest"], "unknown compile mode 'fastest'"),
     "bench eval images not a number": (["bench", "--device", "cpu", "--eval", "many"], "impossible --eval 'many'"),
     "missing data root": (["train", "--profile", "smoke", "--data-root", "{tmp}/nowhere"], "{tmp}/nowhere does not exist"),
+    "results is a file": (["train", "--profile", "smoke", "--results", "{tmp}/afile"], "{tmp}/afile is a file, not a folder"),
+    "meta device": (["train", "--profile", "smoke", "--device", "meta"], "device 'meta': the trainer runs on cpu or cuda"),
 }
 
 
@@ -26,6 +28,7 @@ def cli(tmp_path_factory):
     data, results = tmp / "data", tmp / "results"
     data.mkdir()
     results.mkdir()
+    (tmp / "afile").write_text("not a folder")
     env = cli_env(PROCRUSTES_DATA=str(data), PROCRUSTES_RESULTS=str(results))
     argvs = [[a.replace("{tmp}", str(tmp)) for a in argv] for argv, _ in CASES.values()]
     procs = run_cli_many(argvs, env)
@@ -67,3 +70,83 @@ def test_unknown_subcommand_is_argparse_status_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["fly"])
     assert e.value.code == 2
+
+
+def test_disk_full_during_training_is_one_line_and_leaves_no_temp_file(cifar10_root, tmp_path, monkeypatch, capsys):
+    """Issue 25.7: the checkpoint write fails with ENOSPC: one line, a non-zero status, no .checkpoint.pt.*.tmp."""
+    import errno
+    import os
+
+    from procrustes import store
+    from procrustes.__main__ import main
+
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if "checkpoint" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(store.os, "fsync", fsync)
+    code = main(["train", "--profile", "smoke", "--epochs", "1", "--max-per-class", "20", "--imbalance", "step",
+                 "--ratio", "10", "--results", str(tmp_path)])
+    err = capsys.readouterr().err  # the progress bar, then the error
+    assert code != 0 and "Traceback" not in err
+    errors = [line[line.index("error: "):] for line in err.splitlines() if "error: " in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0], err
+    assert err.splitlines()[-1].startswith("error: "), err  # on a line of its own, after the closed bar
+    assert not list(tmp_path.rglob("*.tmp")) and list(tmp_path.rglob("config.json"))
+
+
+def test_set_takes_the_fields_of_the_flags_and_none(monkeypatch, tmp_path, capsys):
+    """Issue 25.9-11: --set ratio=/method=/dataset=/imbalance= are honoured like the flags (not a TypeError),
+    --set FIELD=none sets None, and the method's spelling is made canonical."""
+    import importlib
+
+    from procrustes.__main__ import main
+
+    trainer = importlib.import_module("procrustes.train")  # procrustes.train is also the function
+    seen = []
+
+    def fake_run(cfg, **kwargs):
+        seen.append(cfg)
+        return {"summary": {"group_test_acc": {}, "test_error": 1.0}, "data": {"id": "0123456789abcdef"}}
+
+    monkeypatch.setattr(trainer, "run", fake_run)
+    argv = ["train", "--profile", "cpu", "--device", "cpu", "--results", str(tmp_path), "--ratio", "50",
+            "--set", "ratio=10", "--set", "imbalance=step", "--set", "method=LDAM-DRW+MFW", "--set", "dataset=cifar100",
+            "--set", "eval_per_class=none"]
+    assert main(argv) == 0, capsys.readouterr().err
+    cfg = seen[0]
+    assert (cfg.ratio, cfg.imbalance, cfg.method, cfg.dataset, cfg.eval_per_class) == (10, "step", "mfw+ldam-drw", "cifar100", None)
+
+
+@pytest.mark.parametrize("assignment,match", [
+    ("lr_milestones=", "lr_milestones is empty"),
+    ("mfw_random_points=", "mfw_random_points must name at least one"),
+    ("manifold_points=", "manifold_points must name at least one"),
+    ("epochs=none", "epochs cannot be none"),
+])
+def test_bad_set_is_one_line_before_anything_is_written(tmp_path, capsys, assignment, match):
+    from procrustes.__main__ import main
+
+    assert main(["train", "--profile", "smoke", "--method", "mfw", "--mfw-point", "random", "--results", str(tmp_path),
+                 "--set", assignment]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_results_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+    """Issue 25.7 (as root chmod does not stop writes: the permission check is simulated)."""
+    import os
+
+    from procrustes import store
+    from procrustes.__main__ import main
+
+    real_access = os.access
+    monkeypatch.setattr(store.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    assert main(["train", "--profile", "smoke", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"error: results folder {tmp_path} is not writable: pass another folder to --results"
+    assert list(tmp_path.iterdir()) == []

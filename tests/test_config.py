@@ -207,3 +207,75 @@ def test_run_label_names_the_fields_an_ablation_changes():
     assert run_label(base) == base.label()
     until = dataclasses.replace(base, mfw_active="until-drw", mfw_lam_min=0.0)
     assert run_label(until) == base.label() + " [mfw_lam_min=0.0, mfw_active=until-drw]"
+
+
+# ---------------------------------------------------------------- issue 25: bad input, one run one key
+
+
+def test_committed_result_keys_are_stable():
+    """Every committed result's folder is its key; remaking its config through make_config gives the same key
+    (the canonical spellings below never change a committed run's key)."""
+    import glob
+    import json
+    from pathlib import Path
+
+    from procrustes import store
+    from procrustes.config import NONE
+
+    files = sorted(glob.glob(str(Path(__file__).resolve().parents[1] / "results" / "cpu" / "*" / "result.json")))
+    if not files:
+        pytest.skip("no committed results")
+    for f in files:
+        res = json.loads(Path(f).read_text())
+        cfg = RunConfig.from_dict(res["config"])
+        assert store.run_key(cfg, res["data"]["id"]) == Path(f).parent.name == res["key"], f
+        fields = {k: NONE if v is None else tuple(v) if isinstance(v, list) else v
+                  for k, v in res["config"].items() if k != "profile"}
+        remade = make_config(res["config"]["profile"], **fields)
+        assert remade.to_dict() == cfg.to_dict() and remade.key() == cfg.key(), f
+
+
+@pytest.mark.parametrize("spelling", ["MFW", " mfw ", "Mfw", "erm+mfw", "mfw+erm"])
+def test_method_spellings_are_one_key(spelling):
+    assert make_config("smoke", method=spelling).key() == make_config("smoke", method="mfw").key()
+
+
+def test_method_order_is_canonical():
+    for spelling in ("LDAM-DRW+MFW", "ldam-drw + mfw", "mfw+ldam-drw"):
+        assert make_config("cpu", method=spelling).method == "mfw+ldam-drw"
+    assert make_config("cpu", method="drw+mfw").method == "mfw+drw"
+    assert make_config("cpu", method="ERM+Remix").method == "remix"
+    assert make_config("cpu", method="ERM").method == "erm"
+
+
+def test_ratio_under_imbalance_none_does_not_change_the_key():
+    base = make_config("smoke", dataset="imagefolder", imbalance="none")
+    assert make_config("smoke", dataset="imagefolder", imbalance="none", ratio=10).key() == base.key()
+    assert make_config("smoke", dataset="imagefolder", imbalance="none", ratio=10.0).key() == base.key()
+    assert base.ratio == 100  # the default: a config made before this rule with the default ratio keeps its key
+    assert make_config("smoke", imbalance="step", ratio=10).key() != make_config("smoke", imbalance="step").key()
+
+
+@pytest.mark.parametrize("assignment,match", [
+    ("lr_milestones=", "lr_milestones is empty"),
+    ("mfw_random_points=", "mfw_random_points must name at least one mixing point"),
+    ("manifold_points=", "manifold_points must name at least one mixing point"),
+])
+def test_empty_lists_are_refused(assignment, match):
+    name, value = parse_assignment(assignment)
+    with pytest.raises(ConfigError, match=match):
+        make_config("smoke", method="mfw", mfw_point="random", **{name: value})
+
+
+def test_none_is_honoured_or_refused():
+    from procrustes.__main__ import set_overrides
+
+    over = set_overrides(["eval_per_class=none", "max_per_class=None", "clean_per_class=NONE"])
+    cfg = make_config("cpu", **over)
+    assert (cfg.eval_per_class, cfg.max_per_class, cfg.clean_per_class) == (None, None, None)
+    assert make_config("cpu").eval_per_class == 200  # a flag not given (None) keeps the profile's value
+    assert make_config("smoke", **set_overrides(["imbalance=none"])).imbalance == "none"  # a choice named none
+    with pytest.raises(ConfigError, match="epochs cannot be none"):
+        set_overrides(["epochs=none"])
+    with pytest.raises(ConfigError, match="ratio cannot be none"):
+        set_overrides(["ratio=none"])

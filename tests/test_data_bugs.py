@@ -247,16 +247,15 @@ def test_corrupt_image_names_the_file(tmp_path, private_cache, content):
     assert str(bad) in _one_line(e)
 
 
-def test_one_class_with_exp_or_step_imbalance(tmp_path, private_cache):
+def test_one_class_is_refused_whatever_the_imbalance(tmp_path, private_cache):
+    """Issue 25.12: a one-class dataset (imbalance none too) trained and reported 0% error."""
     root = make_imagefolder(tmp_path / "tree", 1, 3, 1, size=8)
-    for imbalance in ("exp", "step"):
-        with pytest.raises(DataError, match=f"{imbalance} imbalance needs at least 2 classes") as e:
+    for imbalance in ("exp", "step", "none"):
+        with pytest.raises(DataError, match=f"needs at least 2 classes \\(imbalance {imbalance}\\)") as e:
             load_benchmark(make_config("smoke", dataset="imagefolder", imbalance=imbalance, ratio=2), root)
         assert "c000" in _one_line(e)
     with pytest.raises(ConfigError, match="needs at least 2 classes"):
         class_counts(1, 10, "exp", 10)
-    b = load_benchmark(make_config("smoke", dataset="imagefolder", imbalance="none"), root)
-    assert b.counts == [3]
 
 
 def test_data_root_is_a_file(tmp_path, private_cache):
@@ -308,13 +307,19 @@ def test_a_class_with_too_few_images_is_named(tmp_path, private_cache):
         load_benchmark(make_config("smoke", dataset="imagefolder", imbalance="exp", ratio=2), root)
 
 
-# ---------------------------------------------------------------- provenance: the root as given
+# ---------------------------------------------------------------- provenance: the root, without machine paths
 
 
-def test_data_root_is_recorded_as_given(tmp_path, private_cache, monkeypatch):
+def test_data_root_is_recorded_without_the_machines_path(tmp_path, private_cache, monkeypatch):
+    """Issue 25.8: committed results carried the absolute path of the machine that trained them."""
+    from procrustes.data import portable_root
+
     cfg = make_config("smoke", dataset="imagefolder", imbalance="none")
     root = make_imagefolder(tmp_path / "tree", 2, 2, 1, size=8)
-    assert load_benchmark(cfg, str(root)).data["root"] == str(root)
+    assert load_benchmark(cfg, str(root)).data["root"] == "external"  # absolute, outside the repository
+    repo = Path(__file__).resolve().parents[1]
+    assert portable_root(repo / "data" / "cifar10") == "data/cifar10"
+    assert portable_root(str(repo / "data" / ".." / "data" / "x")) == "data/x"
     monkeypatch.chdir(tmp_path)
     given = load_benchmark(cfg, "tree").data
     assert given["root"] == "tree"
@@ -322,3 +327,31 @@ def test_data_root_is_recorded_as_given(tmp_path, private_cache, monkeypatch):
     default = load_benchmark(cfg).data
     assert default["root"] == "default"
     assert default["id"] == given["id"]  # the same images: the id does not depend on where they are
+
+
+# ---------------------------------------------------------------- issue 25.12: what ImageFolder reads
+
+
+def test_images_in_nested_class_subfolders_are_read_as_torchvision_does(tmp_path, private_cache):
+    import torchvision
+
+    root = make_imagefolder(tmp_path / "tree", 2, 2, 1, size=8)
+    _save(root / "train" / "c000" / "sub" / "n0.png", (0, 100, 7))
+    _save(root / "train" / "c000" / "sub" / "deeper" / "n1.png", (0, 101, 7))
+    _save(root / "train" / "c001" / "a_sub" / "n2.png", (1, 102, 7))
+    arr = load_split("imagefolder", root, "train")
+    ref = torchvision.datasets.ImageFolder(str(root / "train"))
+    assert [str(f) for f in arr.files] == [p for p, _ in ref.samples]
+    assert arr.labels.tolist() == [y for _, y in ref.samples]
+    assert len(arr.files) == 7 and sorted(arr.images[:, 0, 0, 1].tolist())[-3:] == [100, 101, 102]
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path, private_cache):
+    from PIL import Image
+
+    root = make_imagefolder(tmp_path / "tree", 2, 1, 1, size=8)
+    for i, value in enumerate((65535, 32896, 257, 0)):
+        Image.fromarray(np.full((8, 8), value, np.uint16)).save(root / "train" / "c001" / f"g{i}.png")
+    arr = load_split("imagefolder", root, "train")
+    grey = {Path(f).name: arr.images[i, 0, 0].tolist() for i, f in enumerate(arr.files) if Path(f).name.startswith("g")}
+    assert grey == {"g0.png": [255] * 3, "g1.png": [128] * 3, "g2.png": [1] * 3, "g3.png": [0] * 3}

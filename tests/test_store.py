@@ -195,3 +195,150 @@ def test_checkpoint_epoch_reads_without_touching(tmp_path):
     (other / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert store.checkpoint_epoch(cfg, tmp_path) == 3
     assert (other / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+# ---------------------------------------------------------------- issue 25: security and data safety
+
+
+class _Payload:
+    """A pickle payload: unpickling it would create the marker file (code run by reading a checkpoint)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def _evil_checkpoint(path, marker):
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "epoch": 5, "payload": _Payload(marker)}, path)
+
+
+def test_pickle_payload_in_a_checkpoint_never_runs(tmp_path):
+    """Issue 25.1: reading a checkpoint (reproduce --list, a resume) refuses a pickle payload unread."""
+    cfg = make_config("smoke", seed=0)
+    marker = tmp_path / "PWNED"
+    ck = tmp_path / "smoke" / f"{cfg.key()}-abcdef01" / "checkpoint.pt"
+    _evil_checkpoint(ck, marker)
+    assert store.checkpoint_epoch(cfg, tmp_path) is None  # --list: skipped, not run, not moved
+    assert not marker.exists() and ck.exists()
+    with pytest.warns(DamagedResult, match="refused"):
+        assert store.load_checkpoint(ck, "cpu") is None  # a resume: reported and set aside
+    assert not marker.exists() and not ck.exists()
+    assert len(list(ck.parent.glob("checkpoint.damaged-*.pt"))) == 1
+
+
+def test_a_checkpoint_of_plain_values_loads_weights_only(tmp_path):
+    """What the trainer's checkpoints hold (state dicts, a generator state, numpy's PCG64 state with its
+    128-bit ints, history lists, strings, None) passes weights_only."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    rng.random(3)
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    m(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    ck = {"model": m.state_dict(), "opt": opt.state_dict(), "gen": torch.Generator().get_state(),
+          "rng": rng.bit_generator.state, "history": {"a": [1.0, float("nan")]}, "epoch": 1, "config": {"x": None}}
+    store.atomic_torch_save(tmp_path / "checkpoint.pt", ck)
+    back = store.load_checkpoint(tmp_path / "checkpoint.pt", "cpu")
+    assert back["rng"] == ck["rng"] and back["epoch"] == 1 and torch.equal(back["gen"], ck["gen"])
+
+
+def test_a_result_that_parses_but_fails_the_checks_is_set_aside_when_replaced(tmp_path):
+    """Issue 25.5: an edited result.json (and model.pt, config.json) is kept aside before a retrain replaces it."""
+    cfg = make_config("smoke")
+    d = _dir(cfg, tmp_path)
+    edited = dict(_finished(cfg), key="EDITED")
+    store.atomic_write_json(d / "result.json", edited)
+    (d / "model.pt").write_bytes(b"the user's weights")
+    (d / "config.json").write_text('{"edited": true}\n')
+    with pytest.warns(DamagedResult):
+        assert store.read_result(cfg, tmp_path) is None
+    store.write_config(d, cfg)
+    store.save_finished(d, {}, _finished(cfg))
+    kept = {p.name.split(".")[0]: p for p in d.iterdir() if "-20" in p.name}
+    assert json.loads(kept["result"].read_text()) == edited
+    assert kept["model"].read_bytes() == b"the user's weights"
+    assert kept["config"].read_text() == '{"edited": true}\n'
+    assert store.read_result(cfg, tmp_path)["summary"] == {"test_acc": 0.5}
+    before = sorted(p.name for p in d.iterdir())
+    store.write_config(d, cfg)  # the same content again: nothing to set aside
+    assert sorted(p.name for p in d.iterdir()) == before
+
+
+def test_model_pt_is_checked_against_its_recorded_hash(tmp_path):
+    """Issue 25.6: a garbage model.pt beside a result is reported as damaged; no model.pt (a fresh clone) and
+    no recorded hash (the committed results) both read fine."""
+    import torch
+
+    cfg = make_config("smoke")
+    d = _dir(cfg, tmp_path)
+    store.save_finished(d, {"w": torch.ones(2)}, _finished(cfg))
+    res = store.read_result(cfg, tmp_path)
+    assert res["model_sha256"] == store.sha256_file(d / "model.pt")
+    (d / "model.pt").write_bytes(b"garbage")
+    with pytest.warns(DamagedResult, match="model.pt"):
+        assert store.read_result(cfg, tmp_path) is None
+    (d / "model.pt").unlink()
+    assert store.read_result(cfg, tmp_path)["key"] == store.run_key(cfg, DATA)
+    store.atomic_write_json(d / "result.json", _finished(cfg))  # no hash recorded
+    (d / "model.pt").write_bytes(b"anything")
+    assert store.read_result(cfg, tmp_path) is not None
+
+
+def _disk_full(*args):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("write", ["json", "torch"])
+def test_disk_full_is_one_error_and_leaves_no_temp_file(tmp_path, monkeypatch, write):
+    """Issue 25.7: the temporary file of a failed write is removed (a full disk stays usable)."""
+    monkeypatch.setattr(store.os, "fsync", _disk_full)
+    with pytest.raises(store.StoreError, match="No space left on device"):
+        if write == "json":
+            store.atomic_write_json(tmp_path / "result.json", {"a": 1})
+        else:
+            store.atomic_torch_save(tmp_path / "checkpoint.pt", {"epoch": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writable(tmp_path, monkeypatch):
+    """Issue 25.7: --results naming a file, or a read-only folder, is one line before training."""
+    import os
+
+    from procrustes.config import ConfigError
+
+    store.check_writable(tmp_path / "new" / "folder")  # made when needed
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        store.check_writable(tmp_path / "afile")
+    with pytest.raises(ConfigError, match="is a file"):
+        store.check_writable(tmp_path / "afile" / "below")
+    with pytest.raises(store.StoreError, match="cannot write"):  # the Python API: one error, no traceback of ours
+        store.atomic_write_json(tmp_path / "afile" / "smoke" / "result.json", {})
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(store.os, "access", lambda p, mode: False if str(p) == str(ro) else real_access(p, mode))
+    with pytest.raises(ConfigError, match="not writable"):
+        store.check_writable(ro / "cpu")
+
+
+def test_a_read_only_folder_fails_its_write_with_one_error(tmp_path, monkeypatch):
+    import errno
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(store.os, "replace", denied)
+    with pytest.raises(store.StoreError, match="Permission denied"):
+        store.atomic_write_json(tmp_path / "result.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []

@@ -180,23 +180,24 @@ def test_result_contents(cfg, straight):
 def test_a_killed_finish_is_completed_by_a_rerun(cfg, straight, tmp_path, monkeypatch):
     """B6: weights are written before the result; a kill between the two leaves the final checkpoint, from which
     a rerun writes both without training again."""
-    real = store.atomic_write_json
+    real = store.atomic_write_bytes
 
-    def killed(path, obj):
+    def killed(path, data):
         if path.name == "result.json":
             raise KeyboardInterrupt("killed")
-        real(path, obj)
+        real(path, data)
 
-    monkeypatch.setattr(store, "atomic_write_json", killed)
+    monkeypatch.setattr(store, "atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, results=tmp_path, device="cpu", progress=False)
     d = store.run_dir(cfg, tmp_path)
     assert (d / "model.pt").exists() and (d / "checkpoint.pt").exists() and not (d / "result.json").exists()
-    monkeypatch.setattr(store, "atomic_write_json", real)
+    monkeypatch.setattr(store, "atomic_write_bytes", real)
     monkeypatch.setattr(trainer.TrainStep, "__call__", lambda *a, **k: pytest.fail("trained again"))
     res = run(cfg, results=tmp_path, device="cpu", progress=False)
     assert res["summary"]["test_acc_per_class"] == straight[1]["summary"]["test_acc_per_class"]
     assert (d / "result.json").exists() and not (d / "checkpoint.pt").exists()
+    assert not list(d.glob("*.replaced-*")) and not list(d.glob(".*.tmp"))  # the same model.pt again: nothing set aside
 
 
 def test_a_damaged_checkpoint_restarts_the_run(cfg, straight, data_id, tmp_path):
@@ -281,3 +282,35 @@ def test_tiny_imagenet_slice_trains(tiny_root, tmp_path, monkeypatch):
     assert len(res["history"]["test_top1"]) == 1 and 0 <= s["test_acc"] <= 1
     assert s["schedule"]["lr_milestones"] == [1]  # 0.75 of one epoch, rounded
     assert (store.run_dir(cfg, tmp_path / "results") / "model.pt").exists()
+
+
+class _Payload:
+    """Unpickling it would create the marker file: code run by reading a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_a_pickled_payload_is_refused_and_an_edited_result_is_kept(cfg, data_id, tmp_path):
+    """Issue 25.1 and 25.5: a checkpoint.pt with a pickle payload is reported, set aside and never run (the run
+    restarts); a result.json that parses but fails the store's checks is set aside, not trained over."""
+    d = store.run_dir(cfg, tmp_path, data_id)
+    d.mkdir(parents=True)
+    marker = tmp_path / "PWNED"
+    torch.save({"model": {}, "epoch": 1, "payload": _Payload(marker)}, d / "checkpoint.pt")
+    edited = {"key": "EDITED", "config": cfg.to_dict(), "data": {"id": data_id}, "summary": {"test_error": 1.0}}
+    (d / "result.json").write_text(json.dumps(edited))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run(cfg, results=tmp_path, device="cpu", progress=False)
+    assert not marker.exists()
+    assert any(w.category is DamagedResult and "refused" in str(w.message) for w in caught)
+    assert len(list(d.glob("checkpoint.damaged-*.pt"))) == 1
+    kept = list(d.glob("result.replaced-*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == edited
+    assert res["history"]["epoch"] == [1, 2]  # restarted from scratch
+    assert res["model_sha256"] == store.sha256_file(d / "model.pt")
+    assert store.read_result(cfg, tmp_path, data_id)["summary"] == res["summary"]

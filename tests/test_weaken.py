@@ -306,7 +306,7 @@ def test_output_without_batch_dimension():
 
 def test_batch_size_differs():
     model = TinyNet().train()
-    with MajorFeatureWeakening(model, "attn", COUNTS) as w:  # its output is (3, 8, 4): batch not first
+    with MajorFeatureWeakening(model, "attn", COUNTS, batch_dim=0) as w:  # its output is (3, 8, 4): batch second
         w.set_labels(Y)
         with pytest.raises(WeakeningError, match=r"batch size differs: labels for 8 examples.*\(3, 8, 4\)"):
             model(torch.randn(8, 4))
@@ -684,3 +684,118 @@ def test_the_trainer_step_mixes_through_these_hooks(method, point):
             assert torch.equal(pa, pb), (k, n)
     step.close()
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in a.modules()) == 0
+
+
+# ---------------------------------------------------------------------------- issue 25.17-18: edge cases, honest docs
+
+
+class SeqFirst(nn.Module):
+    """A sequence-first model: tokens (L, B, D) through nn.MultiheadAttention (batch_first=False), then a
+    plain (L, B, D) module of our own, mean over the sequence, a linear head."""
+
+    def __init__(self, d=4):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, 1)
+        self.mine = nn.Linear(d, d)
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):  # x: (L, B, D)
+        a, _ = self.attn(x, x, x)
+        return self.head(self.mine(a).mean(0))
+
+
+@pytest.mark.parametrize("layer, kw", [("attn", {}), ("mine", {"batch_dim": 1})])
+def test_sequence_first_output_with_length_equal_to_batch_mixes_the_batch_axis(layer, kw):
+    """L == B == 8: the batch axis of (L, B, D) is 1 (from batch_first=False, or batch_dim=1), never 0."""
+    torch.manual_seed(0)
+    model = SeqFirst().train()
+    x = torch.randn(8, 8, 4)
+    clean, mixed, plan, _ = weaken_and_capture(model, layer, x, **kw)
+    check_weakened(clean.movedim(1, 0), mixed.movedim(1, 0), plan)
+
+
+def test_batch_dim_is_checked():
+    with pytest.raises(WeakeningError, match="impossible batch_dim"):
+        MajorFeatureWeakening(SeqFirst(), "mine", COUNTS, batch_dim=-1)
+    model = SeqFirst().train()
+    with MajorFeatureWeakening(model, "mine", COUNTS, batch_dim=2) as w:
+        w.set_labels(Y)
+        with pytest.raises(WeakeningError, match="batch size differs.*batch_dim 2"):
+            model(torch.randn(8, 8, 4))
+
+
+class LastState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        _, (h_n, _) = self.lstm(x)
+        return self.head(h_n[-1])
+
+
+def test_an_rnn_whose_state_is_not_mixed_warns():
+    from procrustes.weaken import WeakeningWarning
+
+    with pytest.warns(WeakeningWarning, match="h_n and c_n"):
+        MajorFeatureWeakening(LastState(), "lstm", COUNTS)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MajorFeatureWeakening(LastState(), "head", COUNTS, where="input")  # the advice: no warning
+
+
+def test_labels_outside_the_class_counts_are_an_error():
+    model = TinyNet().train()
+    for bad in (torch.tensor([0, 1, 2, 10]), torch.tensor([-1, 1, 2, 3])):
+        with pytest.raises(WeakeningError, match=r"labels must lie in 0..9"):
+            MajorFeatureWeakening(model, "energy", COUNTS).set_labels(bad)
+        with pytest.raises(WeakeningError, match=r"labels must lie in 0..9"):
+            ManifoldMixup(model, "energy", class_counts=COUNTS, remix=True).set_labels(bad)
+
+
+def test_a_deep_copy_of_an_attached_model_is_a_plain_model():
+    model = resnet18().train()
+    ref = copy.deepcopy(model)
+    w = MajorFeatureWeakening(model, "layer2", COUNTS).attach()
+    twin = copy.deepcopy(model)  # e.g. an EMA copy taken while the hook is attached
+    w.detach()
+    x = images(seed=3)
+    assert torch.equal(twin(x), ref(x))  # training mode, no labels: nothing mixed, no error
+    with w:
+        w.set_labels(Y)
+        twin(x)  # the copy consumes no labels ...
+        assert not torch.equal(model(x), ref(x))  # ... the attached model still mixes with them
+
+
+def test_convnext_block_output_is_mixed_in_fp32_under_bf16_autocast():
+    """The docs said bf16: a ConvNeXt block ends with an fp32 layer scale, so its output (and mixing) is fp32."""
+    torch.manual_seed(0)
+    model = torchvision.models.convnext_tiny(num_classes=10).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        clean, mixed, plan, _ = weaken_and_capture(model, "features.1", images())
+    assert mixed.dtype == torch.float32
+    check_weakened(clean, mixed, plan)
+
+
+def test_a_train_mode_batchnorm_after_the_layer_moves_minor_logits():
+    """'The others stay exactly as they were' holds at the hooked layer only."""
+    torch.manual_seed(0)
+    model = resnet18().train()
+    ref = copy.deepcopy(model)
+    x = images()
+    clean, mixed, plan, logits = weaken_and_capture(model, "layer2", x)
+    minor = ~plan.weakened
+    assert torch.equal(mixed[minor], clean[minor])  # at the layer: bit for bit
+    assert not torch.allclose(logits[minor], ref(x)[minor])  # after layer3's BatchNorm: moved
+
+
+def test_docs_state_the_dtype_and_batchnorm_caveats():
+    from procrustes import weaken
+
+    doc = " ".join(weaken.__doc__.split())
+    assert "(bf16 under autocast), as in the trainer" not in doc
+    assert "ConvNeXt" in doc and "BatchNorm" in doc and "batch_dim" in doc
+    assert "exactly as they were at this layer" in " ".join(MajorFeatureWeakening.__doc__.split())
