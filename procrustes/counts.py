@@ -53,6 +53,27 @@ def group_definition(imbalance: str, scale: float = 1.0) -> str:
             + (f" (the usual 100 / 20 scaled by n_max / paper n_max = {scale:g})" if scale != 1 else ""))
 
 
+def report_groups(counts: list[int] | np.ndarray, imbalance: str, scale: float = 1.0) -> dict[str, list[int]]:
+    """THE reporting groups of a run (its result summary, the CLI, every table, figure and claim): the non-empty
+    groups of `class_groups`, or, when one of them holds every class (exp-10 at CIFAR-10 size: all many-shot), the
+    halves of the median split ("upper half": `major_classes`; "lower half": the rest), so that head and tail
+    can still be contrasted. Equal counts (no split to make) keep the one group."""
+    g = {k: v for k, v in class_groups(counts, imbalance, scale).items() if v}
+    if len(g) > 1:
+        return g
+    upper = major_classes(counts)
+    halves = {"upper half": np.where(upper)[0].tolist(), "lower half": np.where(~upper)[0].tolist()}
+    return halves if all(halves.values()) else g
+
+
+def report_group_definition(counts: list[int] | np.ndarray, imbalance: str, scale: float = 1.0) -> str:
+    """The definition of `report_groups` for these counts, in words."""
+    if "upper half" in report_groups(counts, imbalance, scale):
+        return ("upper half: classes with at least the median training count; lower half: the rest (every class is in "
+                "one shot group: " + group_definition(imbalance, scale) + ")")
+    return group_definition(imbalance, scale)
+
+
 def class_groups(counts: list[int] | np.ndarray, imbalance: str, scale: float = 1.0) -> dict[str, list[int]]:
     """Reporting groups: major/minor for step; many/medium/few otherwise, with the thresholds of
     `shot_thresholds(scale)`. A group may be empty (CIFAR-10's smallest class, n_max / rho, is never few-shot)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import counts as _counts
 from .config import ConfigError
-from .counts import class_groups, major_classes  # noqa: F401  (re-exported: the package's public names)
+from .counts import class_counts, class_groups, major_classes  # noqa: F401  (re-exported: the package's public names)
 
 
 class DataError(RuntimeError):
@@ -51,9 +51,8 @@ def spec(dataset: str) -> DatasetSpec:
 # ---------------------------------------------------------------- counts and groups
 
 
-def class_counts(num_classes: int, n_max: int, imbalance: str, ratio: float) -> list[int]:
-    """Per-class training counts, exactly as the LDAM-DRW code computes them (class 0 is the largest);
-    `procrustes.counts.class_counts` with its errors as ConfigError."""
+def _benchmark_class_counts(num_classes: int, n_max: int, imbalance: str, ratio: float) -> list[int]:
+    """`procrustes.counts.class_counts` (the one definition) with its errors as ConfigError, for user input."""
     try:
         return _counts.class_counts(num_classes, n_max, imbalance, ratio)
     except ValueError as e:
@@ -66,7 +65,7 @@ def benchmark_counts(dataset: str, imbalance: str, ratio: float, max_per_class: 
     if s.num_classes == 0:
         raise ConfigError("counts of an imagefolder dataset depend on its files: load it with load_benchmark")
     n_max = s.n_max if max_per_class is None else min(max_per_class, s.n_max)
-    return class_counts(s.num_classes, n_max, imbalance, ratio)
+    return _benchmark_class_counts(s.num_classes, n_max, imbalance, ratio)
 
 
 def subset_indices(labels: np.ndarray, counts: list[int], seed: int = 0) -> np.ndarray:
@@ -438,7 +437,7 @@ def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
     if cfg.imbalance == "none":
         counts = [int(min(a, n_max)) for a in available]
     else:
-        counts = class_counts(s.num_classes, n_max, cfg.imbalance, cfg.ratio)
+        counts = _benchmark_class_counts(s.num_classes, n_max, cfg.imbalance, cfg.ratio)
     if min(counts) < 1:
         raise ConfigError(f"impossible ratio {cfg.ratio:g} for n_max={n_max}: the smallest class would keep no image")
     short = [c for c, n in enumerate(counts) if c < len(available) and available[c] < n]

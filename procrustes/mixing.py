@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .counts import major_classes
 from .transfer import to_device
 
 
@@ -24,7 +25,7 @@ def selection_probs(counts, rule: str = "median", prob: float = 1.0, gamma: floa
     inverse: prob * (1 - n_min / n_c); all: prob for every class (an ablation: no class dependence)."""
     n = np.asarray(counts, dtype=np.float64)
     if rule == "median":
-        p = (n >= np.median(n)).astype(np.float64)
+        p = major_classes(n).astype(np.float64)  # one definition of "major" (counts.major_classes)
     elif rule == "power":
         span = n.max() - n.min()
         p = ((n - n.min()) / span) ** gamma if span > 0 else np.zeros_like(n)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .counts import class_groups, group_definition, major_classes
+from .counts import class_groups, report_group_definition, report_groups
 from .counts import group_scale as counts_group_scale
 from .figure_files import write_figure_file
 
@@ -72,13 +71,6 @@ def apply_style() -> None:
     """Set the package style for the rest of the session (what the notebooks call once)."""
     sns.set_theme(context="notebook", style="ticks", palette="colorblind")
     matplotlib.rcParams.update(RC)
-
-
-@contextmanager
-def style():
-    """`with style(): ...`: the package style for the figures made inside the block only."""
-    with sns.axes_style("ticks"), matplotlib.rc_context(RC):
-        yield
 
 
 # ---------------------------------------------------------------------------------------- saving
@@ -147,7 +139,7 @@ def result_label(result: dict) -> str:
 # ---------------------------------------------------------------------------------------- data access
 
 
-def group_scale(config: dict) -> float:
+def run_scale(config: dict) -> float:
     """n_max of the run over the benchmark's paper n_max: the factor of the many/few-shot thresholds."""
     return counts_group_scale(config["dataset"], config.get("max_per_class"))
 
@@ -155,26 +147,21 @@ def group_scale(config: dict) -> float:
 def shot_groups(result: dict) -> dict[str, list[int]]:
     """The run's groups by `counts.class_groups` (thresholds scaled with its n_max), without empty groups."""
     s, c = result["summary"], result["config"]
-    g = class_groups(s["train_counts"], c["imbalance"], group_scale(c))
+    g = class_groups(s["train_counts"], c["imbalance"], run_scale(c))
     return {k: v for k, v in g.items() if v}
 
 
 def groups_of(result: dict) -> dict[str, list[int]]:
-    """The reporting groups of a run: its shot groups, or, when one of them holds every class (exp-10 at CIFAR-10
-    size: all many-shot), the halves of the median split ("upper half": at least the median training count, as
-    `counts.major_classes`; "lower half": the rest), so that a figure or table still contrasts head and tail."""
-    g = shot_groups(result)
-    if len(g) > 1:
-        return g
-    upper = major_classes(result["summary"]["train_counts"])
-    halves = {"upper half": np.where(upper)[0].tolist(), "lower half": np.where(~upper)[0].tolist()}
-    return halves if all(halves.values()) else g  # equal counts: no split to make
+    """The reporting groups of a run: `counts.report_groups` of its training counts (shot groups, or the median
+    halves where one shot group holds every class)."""
+    c = result["config"]
+    return report_groups(result["summary"]["train_counts"], c["imbalance"], run_scale(c))
 
 
 def groups_note(result: dict) -> str:
     """The group definition a figure or table of this run uses, in words."""
     c = result["config"]
-    return group_definition(c["imbalance"], group_scale(c))
+    return report_group_definition(result["summary"]["train_counts"], c["imbalance"], run_scale(c))
 
 
 def group_test_acc(result: dict, group: str) -> float:
@@ -620,12 +607,12 @@ def plot_ablation(df, title: str):
     return fig
 
 
-__all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "style", "figures_dir", "save_figure",
+__all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "figures_dir", "save_figure",
            "method_name", "benchmark_name", "setting_title", "shot_groups", "groups_of", "minority_group", "majority_group",
            "group_curves", "per_class", "epochs", "plot_benchmark_counts", "plot_class_counts", "plot_group_metric",
            "plot_underfit_then_overfit", "plot_feature_gradients", "plot_train_balance", "plot_per_class_test_acc",
            "plot_quickstart", "plot_error_table", "plot_ablation", "by_method", "seed_curves", "seed_counts", "draw_seeds",
-           "gradient_ratio", "group_scale", "groups_note", "group_test_acc", "figures_dir", "COMMITTED_PROFILE"]
+           "gradient_ratio", "run_scale", "groups_note", "group_test_acc", "figures_dir", "COMMITTED_PROFILE"]
 
 
 def plot_selection(df, title: str):

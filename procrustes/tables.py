@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, base_config, run_label
-from .counts import major_classes
+from .counts import group_definition, major_classes
 from .plots import (benchmark_name, figures_dir, group_test_acc, groups_of, majority_group, method_name, minority_group,
-                    shot_groups)
-from .plots import groups_note as plots_groups_note
+                    run_scale, shot_groups)
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "ldam_drw_reported.csv"
 
@@ -147,7 +146,7 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
 
 
-def groups_note(results: list[dict]) -> str:
+def table_groups_note(results: list[dict]) -> str:
     """The group definitions a table of these runs uses, one per imbalance type, and the benchmarks whose classes
     all fall in one group (their minority and majority groups are the median halves), in words."""
     first: dict[str, dict] = {}
@@ -159,7 +158,7 @@ def groups_note(results: list[dict]) -> str:
         if len(g) == 1 and len(groups_of(r)) == 2:
             single.setdefault(benchmark_name(c["dataset"], c["imbalance"], c["ratio"]),
                               (next(iter(g)), min(r["summary"]["train_counts"])))
-    parts = [HALVES_NOTE] + [f"{i}: {plots_groups_note(r)}" for i, r in first.items()]
+    parts = [HALVES_NOTE] + [f"{i}: {group_definition(i, run_scale(r['config']))}" for i, r in first.items()]
     parts += [f"{b}: every class is {g} (the smallest has {n} training images), so its minority and majority groups "
               f"are the halves of the median split (upper half: at least the median training count; lower half: "
               f"the rest)" for b, (g, n) in single.items()]
@@ -208,25 +207,6 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "default", "seeds_done", "top1_error_mean",
                                        "top1_error_std", "lower_half_acc_mean", "upper_half_acc_mean",
                                        "minority_group", "minority_acc_mean", "majority_group", "majority_acc_mean"])
-
-
-def lookup(df: pd.DataFrame, column: str = "top1_error_mean", **where) -> float:
-    """One cell of a table by equality on other columns, NaN when no (or no finished) row matches."""
-    m = np.ones(len(df), bool)
-    for k, v in where.items():
-        m &= (df[k] == v).to_numpy()
-    sub = df.loc[m, column]
-    return float(sub.iloc[0]) if len(sub) and pd.notna(sub.iloc[0]) else math.nan
-
-
-# ---------------------------------------------------------------------------------------- missing, provenance
-
-
-def missing_table(missing: list[RunConfig]) -> pd.DataFrame:
-    """The runs a notebook needs that the store lacks, with the command that trains them."""
-    return pd.DataFrame([{"run": run_label(c), "key": c.key(), "dataset": c.dataset, "imbalance": c.imbalance,
-                          "ratio": c.ratio, "method": c.method, "seed": c.seed, "profile": c.profile} for c in missing],
-                        columns=["run", "key", "dataset", "imbalance", "ratio", "method", "seed", "profile"])
 
 
 def report_missing(missing: list[RunConfig], planned: int | None = None) -> str:
@@ -307,5 +287,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "lookup", "config_key", "groups_note", "add_profile_column", "missing_table", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "ablation_table", "config_key", "table_groups_note", "add_profile_column", "report_missing", "provenance_table", "pretty", "to_markdown",
            "write_table", "shape_line"]

@@ -14,7 +14,7 @@ import torch
 from . import store
 from .augment import augment, normalise
 from .config import ConfigError, RunConfig, validate
-from .counts import class_groups, group_definition, group_scale, major_classes
+from .counts import group_scale, major_classes, report_group_definition, report_groups
 from .data import load_benchmark
 from .losses import Criterion, class_weights, reduce
 from .mixing import plan_batch, plan_points
@@ -436,7 +436,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         eval_wall += _synced_clock(dev) - t_final
     per_class = (tc / tt.clamp(min=1)).cpu().numpy()
     scale = group_scale(cfg.dataset, cfg.max_per_class)
-    groups = class_groups(counts, cfg.imbalance, scale)
+    groups = report_groups(counts, cfg.imbalance, scale)
     result = {
         "key": store.run_key(cfg, bench.data["id"]),
         "config": cfg.to_dict(),
@@ -449,7 +449,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
             "test_acc_per_class": per_class.tolist(),
             "group_test_acc": {g: float(per_class[c].mean()) if c else None for g, c in groups.items()},
             "groups": groups,
-            "group_definition": group_definition(cfg.imbalance, scale),
+            "group_definition": report_group_definition(counts, cfg.imbalance, scale),
             "train_counts": list(map(int, counts)),
             "classes": bench.classes,
             "test_images": int(tt.sum()),

@@ -58,8 +58,10 @@ def test_none_and_max_per_class():
 
 
 def test_unknown_imbalance_and_dataset():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="unknown imbalance"):  # the one definition (counts); user input: ConfigError
         class_counts(10, 100, "linear", 10)
+    with pytest.raises(ConfigError, match="unknown imbalance"):
+        benchmark_counts("cifar10", "linear", 10)
     with pytest.raises(ConfigError):
         benchmark_counts("mnist", "exp", 10)
     with pytest.raises(ConfigError):  # its counts depend on its files

@@ -98,7 +98,7 @@ def test_one_group_benchmark_uses_the_median_halves():
     assert two.majority_acc_mean > two.minority_acc_mean
     md = tables.to_markdown(tables.pretty(df))
     assert "| many |" not in md and "| lower half |" in md and "| minor |" in md
-    note = tables.groups_note(results)
+    note = tables.table_groups_note(results)
     assert "step: major" in note and "exp: many" in note
     assert "rho=10: every class is many" in note and f"smallest has {min(results[0]['summary']['train_counts'])}" in note
 
@@ -119,7 +119,7 @@ def test_every_row_also_has_the_median_halves(tmp_path):
     assert df.iloc[0].minority_group == "medium" and df.iloc[1].minority_group == "minor"  # the shot groups differ ...
     md = tables.to_markdown(tables.pretty(df))
     assert "lower half acc. (%) [median split, every row]" in md  # ... the halves are one named definition
-    assert tables.groups_note(results).startswith(tables.HALVES_NOTE)
+    assert tables.table_groups_note(results).startswith(tables.HALVES_NOTE)
 
 
 def test_ablation_table_and_plot(tmp_path):
