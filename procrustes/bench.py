@@ -23,7 +23,7 @@ image whose pixels encode their own coordinates, each crop checked pixel for pix
 pipeline: ours with the model compiled, as `train()` compiles it; the ratio compiled/reference is printed before
 the last line) and `--hooks` (MFW through
 forward hooks, the path of the trainer and of `procrustes.weaken`, against the same mixing written in line:
-`procrustes.weaken.bench_hook_overhead`, ratio last) and `--eval [N]` (the trainer's evaluation at several
+`procrustes.bench_hooks.bench_hook_overhead`, ratio last) and `--eval [N]` (the trainer's evaluation at several
 batches on N random images, `bench_eval`: the ratio of the trainer's batch against 1000, last).
 """
 from __future__ import annotations
@@ -463,7 +463,7 @@ def main(args) -> int:
     if isinstance(mode, str) and mode not in TORCH_COMPILE_MODES:
         raise ConfigError(f"unknown compile mode {mode!r}: choose one of {', '.join(TORCH_COMPILE_MODES)}")
     if getattr(args, "hooks", False):
-        from .weaken import bench_hook_overhead
+        from .bench_hooks import bench_hook_overhead
 
         bench_hook_overhead(steps=args.steps, rounds=args.rounds, threads=torch.get_num_threads())
         return 0

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .counts import PAPER_SIZES, class_counts
+
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder")
 IMBALANCES = ("exp", "step", "none")
 MODELS = ("auto", "resnet32", "resnet18")
@@ -22,6 +24,16 @@ MFW_SELECT = ("median", "power", "inverse", "all")
 MFW_LAM = ("uniform", "beta", "beta-folded")
 MFW_ACTIVE = ("always", "until-drw")
 PRECISIONS = ("auto", "bf16", "fp32")
+# where each of our models can mix features (procrustes.models runs them as named stages; torch-free here so that
+# validating a config needs no model)
+MIXING_POINTS = {
+    "resnet32": ("input", "stem", "stage1", "stage2", "stage3", "feature"),
+    "resnet18": ("input", "stem", "stage1", "stage2", "stage3", "stage4", "feature"),
+}
+
+
+def mixing_points(model: str) -> tuple[str, ...]:
+    return MIXING_POINTS[model]
 
 
 class ConfigError(ValueError):
@@ -298,15 +310,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"impossible mfw_prob {cfg.mfw_prob!r}: a probability in [0, 1]")
     if not 0 <= cfg.mfw_lam_min <= 1:
         raise ConfigError(f"impossible mfw_lam_min {cfg.mfw_lam_min!r}: must lie in [0, 1]")
-    from .models import mixing_points  # local import: models pulls in torch
-
     points = mixing_points(cfg.resolved_model())
     for p in ((cfg.mfw_point,) if cfg.mfw_point != "random" else cfg.mfw_random_points) + cfg.manifold_points:
         if p not in points:
             raise ConfigError(f"unknown mixing point {p!r} for {cfg.resolved_model()}: choose one of {', '.join(points)}")
     if cfg.dataset != "imagefolder" and cfg.imbalance != "none":
-        from .counts import PAPER_SIZES, class_counts
-
         num_classes, paper_n_max = PAPER_SIZES[cfg.dataset]
         n_max = paper_n_max if cfg.max_per_class is None else min(cfg.max_per_class, paper_n_max)
         try:

@@ -11,14 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POINTS = {
-    "resnet32": ("input", "stem", "stage1", "stage2", "stage3", "feature"),
-    "resnet18": ("input", "stem", "stage1", "stage2", "stage3", "stage4", "feature"),
-}
-
-
-def mixing_points(model: str) -> tuple[str, ...]:
-    return POINTS[model]
+from .config import MIXING_POINTS as POINTS  # noqa: F401  (re-exported: where these models can mix)
+from .config import mixing_points  # noqa: F401
 
 
 class NormedLinear(nn.Module):

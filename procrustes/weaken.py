@@ -52,8 +52,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
-import statistics
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -62,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MFW_LAM, MFW_SELECT
-from .mixing import BatchMix, draw_mfw, mix_features, mixup_targets, plan_batch, selection_probs
+from .mixing import BatchMix, draw_mfw, mix_features, mixup_targets, selection_probs
 
 WHERE = ("output", "input")
 
@@ -309,7 +307,7 @@ def staged_point_mixers(model: nn.Module) -> dict[str, LayerMixing]:
     """One (detached) LayerMixing per mixing point of this package's StagedNet (`procrustes.models`): "input"
     is the model's input, "feature" the input of `fc`, any other point the output of `stages.<point>`. Giving a
     batch's BatchMix to the mixer of mix.point (and None to the others) mixes there and nowhere else: how
-    `procrustes.train.TrainStep` mixes (bit for bit what `inline_mixed_forward` computes)."""
+    `procrustes.train.TrainStep` mixes (bit for bit what `procrustes.bench_hooks.inline_mixed_forward` computes)."""
     _check(hasattr(model, "points") and hasattr(model, "stages"), f"{type(model).__name__} is not a procrustes StagedNet")
     where = {"input": ("", "input"), "feature": ("fc", "input")}
     return {p: LayerMixing(model, *where.get(p, (f"stages.{p}", "output"))) for p in model.points}
@@ -439,184 +437,5 @@ class ManifoldMixup(LayerMixing):
         return plan
 
 
-# ---------------------------------------------------------------------------------- a plain training loop
-
-
-# The sizes of notebooks/08_your_model.ipynb per profile: training images a class at most (before the
-# imbalance), test images a class, epochs, batch size. smoke: seconds of CPU (nbval); cpu: minutes on 2 cores.
-DEMO_SIZES = {
-    "smoke": {"max_per_class": 40, "test_per_class": 20, "epochs": 2, "batch_size": 32},
-    "cpu": {"max_per_class": 400, "test_per_class": 200, "epochs": 12, "batch_size": 64},
-    "paper": {"max_per_class": None, "test_per_class": None, "epochs": 60, "batch_size": 128},
-}
-
-
-def demo_sizes(profile: str | None = None, **overrides) -> tuple[str, dict]:
-    """(profile, sizes) of notebook 08: profile None reads $PROCRUSTES_PROFILE, else "cpu"; overrides that
-    are not None replace the profile's values (max_per_class, test_per_class, epochs, batch_size)."""
-    import os
-
-    profile = profile or os.environ.get("PROCRUSTES_PROFILE") or "cpu"
-    _check(profile in DEMO_SIZES, f"unknown profile {profile!r}: choose one of {', '.join(DEMO_SIZES)}")
-    unknown = set(overrides) - set(DEMO_SIZES[profile])
-    _check(not unknown, f"unknown size(s) {', '.join(sorted(unknown))}: choose among {', '.join(DEMO_SIZES[profile])}")
-    return profile, {**DEMO_SIZES[profile], **{k: v for k, v in overrides.items() if v is not None}}
-
-
-def load_image_data(root=None, imbalance: str = "step", ratio: float = 10, max_per_class: int | None = None,
-                    test_per_class: int | None = None, subset_seed: int = 0):
-    """An ImageFolder tree ROOT/{train,test}/<class>/* (default: the CIFAR-10 JPEGs at data/cifar10) as a
-    `procrustes.data.Benchmark` (uint8 arrays): the training set made imbalanced with the LDAM-DRW rule
-    (`imbalance` exp/step/none, ratio rho, n_max = min(max_per_class, largest class)), the test set cut to the
-    first `test_per_class` images of each class (None: all)."""
-    from .config import make_config
-    from .data import default_root, load_benchmark
-    from .train import balanced_subset
-
-    cfg = make_config("paper", dataset="imagefolder", imbalance=imbalance, ratio=ratio, max_per_class=max_per_class,
-                      subset_seed=subset_seed)
-    bench = load_benchmark(cfg, root if root is not None else default_root("cifar10"))
-    keep = balanced_subset(bench.test_y, test_per_class)
-    bench.test_x, bench.test_y = bench.test_x[keep], bench.test_y[keep]
-    return bench
-
-
-def fit(model: nn.Module, data, epochs: int, batch_size: int = 64, lr: float = 0.05,
-        weakening: LayerMixing | None = None, seed: int = 0, device: str | torch.device = "cpu") -> list[float]:
-    """A plain PyTorch training loop (SGD, cosine lr, pad-crop-flip augmentation) of `model` on data.train_x /
-    train_y (a Benchmark); with `weakening`, the three lines marked MFW are what it adds. Returns the mean
-    training loss of each epoch."""
-    from .augment import augment, normalise
-
-    x, y, s, gen = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y), data.spec, torch.Generator().manual_seed(seed)
-    steps = len(y) // batch_size  # full batches only (BatchNorm needs more than one example)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * steps))
-    model.to(device).train()
-    losses = []
-    with weakening if weakening is not None else contextlib.nullcontext():  # MFW: attach the hook
-        for epoch in range(epochs):
-            if isinstance(weakening, MajorFeatureWeakening):
-                weakening.set_epoch(epoch)  # only matters with until_epoch
-            total = 0.0
-            for idx in torch.randperm(len(y), generator=gen)[: steps * batch_size].split(batch_size):
-                xb = normalise(augment(x[idx], s.pad, gen)[0], s.mean, s.std).to(device)
-                yb = y[idx].to(device)
-                if weakening is not None:
-                    weakening.set_labels(yb)  # MFW: this batch's labels, before the forward pass
-                loss = F.cross_entropy(model(xb), yb)  # MFW keeps the labels: the loss is unchanged
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item()
-            losses.append(total / max(1, steps))
-    return losses
-
-
-def per_class_accuracy(model: nn.Module, data, device: str | torch.device = "cpu") -> np.ndarray:
-    """Top-1 accuracy of each class on data.test_x / test_y (eval mode, no augmentation)."""
-    from .train import evaluate
-
-    x, y = torch.from_numpy(data.test_x).to(device), torch.from_numpy(data.test_y).to(device)
-    correct, total, _ = evaluate(model, x, y, len(data.counts), data.spec.mean, data.spec.std, bf16=False)
-    return (correct / total.clamp(min=1)).cpu().numpy()
-
-
-# ---------------------------------------------------------------------------------- bench
-
-
-def inline_mixed_forward(model: nn.Module, x: torch.Tensor, mix: BatchMix) -> torch.Tensor:
-    """A StagedNet's forward pass with the plan's mixing written in line (stages called one by one, the feature
-    mixed where mix.point says): the trainer's path before it moved onto forward hooks, kept only as the
-    baseline of `bench_hook_overhead` and as the tests' reference for the hooks, never to train."""
-    def at(point: str, h: torch.Tensor) -> torch.Tensor:
-        return mix_features(h, mix.perm, mix.lam) if point == mix.point and mix.perm is not None else h
-
-    h = at("input", x)
-    for name, stage in model.stages.items():
-        h = at(name, stage(h))
-    return model.fc(at("feature", torch.flatten(F.adaptive_avg_pool2d(h, 1), 1)))
-
-
-def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128, threads: int = 1, layer: str = "stage1",
-                        seed: int = 0, out: Callable[[str], None] | None = print) -> dict:
-    """Training images/s of `procrustes.models.resnet32` with MFW at `layer` (CPU, `threads` threads, batch
-    `batch_size`, SGD): the mixing written in line (`inline_mixed_forward`, the trainer's path before it
-    moved onto hooks) against this module's forward hook (`w.set_labels(y); model(x)`, the path of the trainer
-    and of a user's model), same process, same model, `rounds` alternating rounds
-    of `steps` steps each (the order flips every round), after one warm-up step of each. Returns (and prints)
-    the median images/s of each and their ratio forward hook / in line, in wall-clock time and in this process's CPU
-    time (images per CPU-second: less moved by other processes on a busy machine)."""
-    from .config import make_config
-    from .models import resnet32
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        cfg = make_config("paper", method="mfw", mfw_point=layer)
-        counts = [5000] * 5 + [50] * 5  # CIFAR-10 step-100: half the classes are weakened
-        torch.manual_seed(seed)
-        model = resnet32(10).to(memory_format=torch.channels_last).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        x = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-        y = torch.arange(batch_size) % 10
-        gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
-        w = MajorFeatureWeakening.from_config(model, f"stages.{layer}", cfg, counts)
-
-        def builtin() -> None:
-            mix = plan_batch(cfg, y, counts, 0, cfg.epochs, gen, rng)
-            loss = F.cross_entropy(inline_mixed_forward(model, x, mix), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        def hooked() -> None:
-            w.set_labels(y)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        def timed(name: str, n: int) -> tuple[float, float]:
-            """(images per wall-clock second, images per CPU second of this process)."""
-            if name == "forward hook":
-                w.attach()
-            try:
-                t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(n):
-                    (hooked if name == "forward hook" else builtin)()
-                return n * batch_size / (time.perf_counter() - t0), n * batch_size / (time.process_time() - c0)
-            finally:
-                w.detach()
-
-        names = ["in line", "forward hook"]
-        for name in names:
-            timed(name, 1)  # warm-up
-        rates: dict[str, list[float]] = {n: [] for n in names}
-        cpu_rates: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(rounds):
-            for name in (names if r % 2 == 0 else names[::-1]):
-                wall, cpu = timed(name, steps)
-                rates[name].append(wall)
-                cpu_rates[name].append(cpu)
-                if out:
-                    out(f"round {r + 1}/{rounds}: {name}: {wall:.1f} img/s wall, {cpu:.1f} img per CPU-s")
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        cpu_med = {k: statistics.median(v) for k, v in cpu_rates.items()}
-        ratio = med["forward hook"] / med["in line"]
-        cpu_ratio = cpu_med["forward hook"] / cpu_med["in line"]
-        if out:
-            out(f"median: in line {med['in line']:.1f} img/s, forward hook {med['forward hook']:.1f} img/s "
-                f"(ResNet-32, batch {batch_size}, CPU, {threads} thread(s), MFW at {layer}); per CPU-second: "
-                f"{cpu_med['in line']:.1f} and {cpu_med['forward hook']:.1f}")
-            out(f"ratio forward hook/in line: {ratio:.3f} (wall), {cpu_ratio:.3f} (CPU time)")
-        return {"rates": rates, "median": med, "ratio": ratio, "cpu_rates": cpu_rates, "cpu_median": cpu_med,
-                "cpu_ratio": cpu_ratio}
-    finally:
-        torch.set_num_threads(old_threads)
-
-
-__all__ = ["WeakeningError", "LayerMixing", "MajorFeatureWeakening", "ManifoldMixup", "find_layer",
-           "staged_point_mixers", "inline_mixed_forward", "DEMO_SIZES", "demo_sizes", "load_image_data", "fit", "per_class_accuracy",
-           "bench_hook_overhead"]
+__all__ = ["WeakeningError", "WeakeningWarning", "LayerMixing", "MajorFeatureWeakening", "ManifoldMixup", "find_layer",
+           "staged_point_mixers"]

@@ -18,8 +18,9 @@ from procrustes import mixing
 from procrustes.config import make_config
 from procrustes.mixing import BatchMix, plan_batch
 from procrustes.models import resnet32
-from procrustes.weaken import (MajorFeatureWeakening, ManifoldMixup, WeakeningError, bench_hook_overhead, demo_sizes,
-                               find_layer, fit, inline_mixed_forward, per_class_accuracy, staged_point_mixers)
+from procrustes.bench_hooks import bench_hook_overhead, inline_mixed_forward
+from procrustes.weaken import MajorFeatureWeakening, ManifoldMixup, WeakeningError, find_layer, staged_point_mixers
+from procrustes.your_model import demo_sizes, fit, per_class_accuracy
 
 COUNTS = [100] * 5 + [10] * 5  # step: classes 0-4 major (weakened by the median rule), 5-9 minor
 Y = torch.tensor([0, 1, 2, 3, 5, 6, 7, 8])  # batch 8: examples 0-3 major, 4-7 minor
