@@ -278,7 +278,8 @@ def validate(cfg: RunConfig) -> None:
     for name in ("eval_per_class", "test_per_class", "clean_per_class", "val_per_class"):
         v, lo = getattr(cfg, name), (0 if name == "eval_per_class" else 1)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
-            raise ConfigError(f"impossible {name} {v!r}: an integer of at least {lo}" + (" (0: no per-epoch test curve)" if lo == 0 else ""))
+            hint = " (0: no per-epoch test curve)" if lo == 0 else ""
+            raise ConfigError(f"impossible {name} {v!r}: an integer of at least {lo}{hint}")
     _finite(cfg.lr, "lr", lo=0.0, strict=True)
     _finite(cfg.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
     _finite(cfg.weight_decay, "weight_decay", lo=0.0)
@@ -387,4 +388,5 @@ def run_label(c: RunConfig) -> str:
     return c.label() + (f" [{', '.join(diff)}]" if diff else "")
 
 
-__all__ = ["RunConfig", "base_config", "run_label", "ConfigError", "NONE", "PROFILES", "make_config", "canonical_method", "validate", "split_method", "parse_assignment"]
+__all__ = ["RunConfig", "base_config", "run_label", "ConfigError", "NONE", "PROFILES", "make_config", "canonical_method",
+           "validate", "split_method", "parse_assignment", "MIXING_POINTS", "mixing_points"]

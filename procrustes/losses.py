@@ -61,6 +61,6 @@ class Criterion:
 def reduce(losses: list[torch.Tensor], targets: list[torch.Tensor], coefs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """sum_k sum_i coef_ki w[y_ki] l_ki / sum_k sum_i coef_ki w[y_ki]: F.cross_entropy's weighted mean,
     extended to mixed targets (coef = lam and 1 - lam)."""
-    num = sum((c * weights[t] * l).sum() for l, t, c in zip(losses, targets, coefs))
+    num = sum((c * weights[t] * loss).sum() for loss, t, c in zip(losses, targets, coefs))
     den = sum((c * weights[t]).sum() for t, c in zip(targets, coefs))
     return num / den

@@ -54,8 +54,8 @@ def mix_features(h: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torc
     """lam_i * h_i + (1 - lam_i) * h_perm(i); lam = 1 leaves h_i exactly as it was.
 
     Computed in h's dtype (under bf16 autocast: bf16 after a convolution or a linear layer, fp32 after a layer
-    autocast keeps in fp32 or that promotes to it, such as LayerNorm or ConvNeXt's layer scale) along its first (batch) dimension, whatever the other
-    dimensions are (NCHW or channels_last maps, (B, N, D) tokens, (B, D) vectors)."""
+    autocast keeps in fp32 or that promotes to it, such as LayerNorm or ConvNeXt's layer scale) along its first
+    (batch) dimension, whatever the other dimensions are (NCHW or channels_last maps, (B, N, D) tokens, (B, D) vectors)."""
     shape = (-1,) + (1,) * (h.dim() - 1)
     lam = lam.to(h.dtype).view(shape)
     return lam * h + (1 - lam) * h[perm]

@@ -24,7 +24,8 @@ def class_probs(sampler: str, counts, epoch: int, epochs: int, drw_epoch: int) -
     raise ValueError(f"unknown sampler {sampler!r}")
 
 
-def epoch_indices(sampler: str, labels: torch.Tensor, counts, epoch: int, epochs: int, drw_epoch: int, generator: torch.Generator) -> torch.Tensor:
+def epoch_indices(sampler: str, labels: torch.Tensor, counts, epoch: int, epochs: int, drw_epoch: int,
+                  generator: torch.Generator) -> torch.Tensor:
     """One epoch of training indices (as many as there are training images), on labels' device."""
     n = labels.numel()
     q = class_probs(sampler, counts, epoch, epochs, drw_epoch)

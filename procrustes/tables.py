@@ -98,7 +98,8 @@ def run_rows(results: list[dict]) -> pd.DataFrame:
         c, s = r["config"], r["summary"]
         low, high = minority_group(r), majority_group(r)
         lower, upper = half_accs(r)
-        rows.append({"lower_half_acc": lower, "upper_half_acc": upper, "dataset": c["dataset"], "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
+        rows.append({"lower_half_acc": lower, "upper_half_acc": upper, "dataset": c["dataset"],
+                     "imbalance": c["imbalance"], "ratio": float(c["ratio"]),
                      "method": c["method"], "seed": c["seed"], "top1_error": s["test_error"],
                      "top5_error": s.get("top5_error"), "minority_group": low,
                      "minority_acc": 100 * group_test_acc(r, low), "majority_group": high,
@@ -287,5 +288,6 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "config_key", "table_groups_note", "add_profile_column", "report_missing", "provenance_table", "pretty", "to_markdown",
+           "ablation_table", "config_key", "table_groups_note", "add_profile_column", "report_missing", "provenance_table",
+           "pretty", "to_markdown",
            "write_table", "shape_line"]

@@ -426,7 +426,8 @@ def test_from_config_takes_the_reconstructed_choices():
 @pytest.mark.parametrize("bf16", [False, True])
 def test_resnet32_stage1_same_as_the_trainer(bf16):
     """MajorFeatureWeakening at "stages.stage1" of procrustes' ResNet-32 against the mixing written in line
-    (inline_mixed_forward with plan_batch's plan, the trainer's path before it moved onto hooks): same seeds -> same plans, outputs and gradients, bit for bit,
+    (inline_mixed_forward with plan_batch's plan, the trainer's path before it moved onto hooks): same seeds -> same plans,
+    outputs and gradients, bit for bit,
     over several steps."""
     cfg = make_config("smoke", method="mfw", mfw_point="stage1", seed=3)
     torch.manual_seed(0)
@@ -512,7 +513,8 @@ def test_plan_batch_draws_unchanged():
             lam_y = torch.where((r <= 1 / cfg.remix_kappa) & (1 - lam_x < cfg.remix_tau), torch.ones_like(lam_y), lam_y)
         return BatchMix([y, y[perm]], [lam_y, 1 - lam_y], point, perm, lam_x)
 
-    for method, over in [("mfw", {}), ("mfw", {"mfw_point": "random"}), ("mfw", {"mfw_select": "power", "mfw_lam": "beta", "mfw_alpha": 0.4}),
+    for method, over in [("mfw", {}), ("mfw", {"mfw_point": "random"}),
+                         ("mfw", {"mfw_select": "power", "mfw_lam": "beta", "mfw_alpha": 0.4}),
                          ("mfw", {"mfw_select": "inverse", "mfw_lam": "beta-folded", "mfw_prob": 0.5}),
                          ("mixup", {}), ("manifold-mixup", {}), ("remix", {})]:
         cfg = make_config("smoke", method=method, **over)
