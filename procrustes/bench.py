@@ -58,7 +58,7 @@ def bench_config() -> RunConfig:
     return make_config("paper", dataset="cifar10", imbalance="exp", ratio=100)
 
 
-def _sync(dev: torch.device) -> None:
+def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
@@ -176,11 +176,11 @@ class Ours:
         pass
 
 
-def _timed(step: Callable[[float], int], steps: int, lr: float, dev: torch.device) -> tuple[int, float]:
-    _sync(dev)
+def timed_steps(step: Callable[[float], int], steps: int, lr: float, dev: torch.device) -> tuple[int, float]:
+    sync(dev)
     t0 = time.perf_counter()
     n = sum(step(lr) for _ in range(steps))
-    _sync(dev)
+    sync(dev)
     return n, time.perf_counter() - t0
 
 
@@ -200,7 +200,7 @@ def time_pipelines(bench: Benchmark, cfg: RunConfig, dev: torch.device, *, steps
     try:
         for name, p in pipes.items():
             t0 = time.perf_counter()
-            _timed(p.step, warmup, cfg.lr, dev)
+            timed_steps(p.step, warmup, cfg.lr, dev)
             if name == "ours compiled":
                 compile_s = time.perf_counter() - t0
                 out(f"compiled: the first {warmup} step(s) of ours compiled took {compile_s:.1f} s (compilation included)")
@@ -210,7 +210,7 @@ def time_pipelines(bench: Benchmark, cfg: RunConfig, dev: torch.device, *, steps
             order = names[r % len(names):] + names[: r % len(names)]
             row = {}
             for name in order:
-                n, s = _timed(pipes[name].step, steps, cfg.lr, dev)
+                n, s = timed_steps(pipes[name].step, steps, cfg.lr, dev)
                 rates[name].append(n / s)
                 row[name] = n / s
             cells = "   ".join(f"{n} {row[n]:9.1f} img/s" for n in names)
@@ -347,7 +347,7 @@ def accuracy_compare(bench: Benchmark, cfg: RunConfig, dev: torch.device, k: int
             t0 = time.perf_counter()
             for s in range(k):
                 p.step(lr_at(sched, s, spe))
-            _sync(dev)
+            sync(dev)
             tc, tt, _ = evaluate(p.model, tx, ty, C, bench.spec.mean, bench.spec.std, bf16)
             accs[name] = float(tc.sum() / tt.sum())
             out(f"accuracy after {k} steps: {name:9s} {100 * accs[name]:.2f}% on {int(tt.sum())} balanced test images "
@@ -430,10 +430,10 @@ def bench_eval(dev: torch.device, images: int | None = None, batches: tuple[int,
         evaluate(*args, batch=b)
     for r in range(rounds):
         for b in (batches if r % 2 == 0 else batches[::-1]):
-            _sync(dev)
+            sync(dev)
             t = time.perf_counter()
             evaluate(*args, batch=b)
-            _sync(dev)
+            sync(dev)
             best[b] = max(best[b], images / (time.perf_counter() - t))
     out(f"eval: ResNet-32 forward, {images} images, {'bf16' if bf16 else 'fp32'}, {torch.get_num_threads()} "
         f"thread(s), best of {rounds}: " + ", ".join(f"batch {b} {v:.0f} img/s" for b, v in best.items()))

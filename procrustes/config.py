@@ -298,6 +298,12 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"impossible {name} {getattr(cfg, name)!r}: an integer in [0, 2**32)")
     if cfg.profile not in PROFILES:
         raise ConfigError(f"unknown profile {cfg.profile!r}: choose one of {', '.join(PROFILES)}")
+    _check_schedule(cfg)
+    _check_mixing(cfg)
+    _check_counts(cfg)
+
+
+def _check_schedule(cfg: RunConfig) -> None:
     warm, miles, factors, drw = cfg.schedule()
     if not (math.isfinite(warm) and 0 <= warm <= cfg.epochs):
         raise ConfigError(f"impossible warmup_epochs {warm!r}: between 0 and epochs ({cfg.epochs})")
@@ -307,6 +313,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"lr_factors {factors!r} must be positive, one per milestone {miles!r}")
     if not 0 <= drw <= cfg.epochs:
         raise ConfigError(f"impossible drw_epoch {drw!r}: between 0 and epochs ({cfg.epochs})")
+
+
+def _check_mixing(cfg: RunConfig) -> None:
     if not 0 <= cfg.mfw_prob <= 1:
         raise ConfigError(f"impossible mfw_prob {cfg.mfw_prob!r}: a probability in [0, 1]")
     if not 0 <= cfg.mfw_lam_min <= 1:
@@ -315,6 +324,10 @@ def validate(cfg: RunConfig) -> None:
     for p in ((cfg.mfw_point,) if cfg.mfw_point != "random" else cfg.mfw_random_points) + cfg.manifold_points:
         if p not in points:
             raise ConfigError(f"unknown mixing point {p!r} for {cfg.resolved_model()}: choose one of {', '.join(points)}")
+
+
+def _check_counts(cfg: RunConfig) -> None:
+    """A named benchmark's counts must keep at least one image a class (user folders are checked on loading)."""
     if cfg.dataset != "imagefolder" and cfg.imbalance != "none":
         num_classes, paper_n_max = PAPER_SIZES[cfg.dataset]
         n_max = paper_n_max if cfg.max_per_class is None else min(cfg.max_per_class, paper_n_max)

@@ -62,14 +62,14 @@ def _die_with(parent: int) -> None:
 def _timed_for(step, seconds: float, lr: float, dev) -> tuple[int, float]:
     """Images trained and seconds taken by back-to-back steps for about `seconds` (at least 1 step on a CPU, 2
     on a GPU, where the first may still be queued when the clock starts)."""
-    from .bench import _sync
+    from .bench import sync
 
-    _sync(dev)
+    sync(dev)
     t0, n, k = time.perf_counter(), 0, 0
     while k < (2 if dev.type == "cuda" else 1) or time.perf_counter() - t0 < seconds:
         n += step(lr)
         k += 1
-    _sync(dev)
+    sync(dev)
     return n, time.perf_counter() - t0
 
 
@@ -85,7 +85,7 @@ def _bench_worker(i: int, cfg_d: dict, device: str, seconds: float, packs: list[
         _die_with(parent)
         import torch
 
-        from .bench import Ours, _timed
+        from .bench import Ours, timed_steps
         from .data import load_benchmark
         from .store import device_name
         from .train import evaluate, resolve_device
@@ -96,10 +96,10 @@ def _bench_worker(i: int, cfg_d: dict, device: str, seconds: float, packs: list[
         b = load_benchmark(cfg, data_root)
         warm = 3 if dev.type == "cuda" else 1
         ours = Ours(b, cfg, dev)
-        _timed(ours.step, warm, cfg.lr, dev)
+        timed_steps(ours.step, warm, cfg.lr, dev)
         mfw = Ours(b, cfg.replace(method="mfw"), dev) if i == 0 else None
         if mfw is not None:
-            _timed(mfw.step, warm, cfg.lr, dev)
+            timed_steps(mfw.step, warm, cfg.lr, dev)
         q.put(("ready", i, entered, time.time() - entered, device_name(dev), ours.bf16))
         wait = lambda: barrier.wait(timeout=300)  # noqa: E731
         wait()
@@ -121,18 +121,18 @@ def _bench_worker(i: int, cfg_d: dict, device: str, seconds: float, packs: list[
         ty = torch.from_numpy(b.test_y[:n_eval]).to(dev)
         args = (ours.model, tx, ty, len(b.counts), b.spec.mean, b.spec.std, ours.bf16)
         evaluate(*args)
-        from .bench import _sync
+        from .bench import sync
 
-        _sync(dev)
+        sync(dev)
         t = time.perf_counter()
         evaluate(*args)
-        _sync(dev)
+        sync(dev)
         q.put(("eval", i, len(ty), time.perf_counter() - t))
         if compile_cap > 0:
             try:
                 t = time.perf_counter()
                 ours.model.compile(mode=compile_mode)  # in place, as train() compiles
-                _timed(ours.step, 3, cfg.lr, dev)  # compiles
+                timed_steps(ours.step, 3, cfg.lr, dev)  # compiles
                 q.put(("compile-ready", i, time.perf_counter() - t))
                 q.put(("compiled", i, *_timed_for(ours.step, seconds, cfg.lr, dev)))
             except Exception as e:  # noqa: BLE001 (any failure of torch.compile is reported, not fatal)
@@ -153,13 +153,72 @@ def _killpg(pgid: int | None, sig: int) -> None:
         pass
 
 
+def _collect(q, procs, res: dict, got: dict, need: set, packs: list[int], compile_cap: float, cap_s: float,
+             t0: float, spawned: float) -> None:
+    """Read the bench processes' messages into res (setup, errors, compilation) and got (rates by kind) until
+    every rate is in and the compilation is done or out of time, or cap_s runs out."""
+    import queue as _queue
+
+    deadline, compile_deadline = t0 + cap_s, None
+    while True:
+        now = time.perf_counter()
+        end = compile_deadline if compile_deadline else deadline
+        if now >= end:
+            if compile_deadline:
+                res["compile_note"] = f"not done within {compile_cap:.0f} s"
+            else:
+                res["errors"].append(f"bench not done within {cap_s:.0f} s")
+            return
+        try:
+            msg = q.get(timeout=min(1.0, end - now))
+        except _queue.Empty:
+            if not any(p.is_alive() for p in procs):
+                res["errors"].append(f"bench processes ended (exit codes {[p.exitcode for p in procs]})")
+                return
+            continue
+        kind = msg[0]
+        if kind == "ready":  # start_s: a fresh interpreter's imports; setup_s: data, model, first steps
+            res["start_s"] = max(res["start_s"] or 0.0, msg[2] - spawned)
+            res["setup_s"] = max(res["setup_s"] or 0.0, msg[3])
+            res["device_name"], res["bf16"] = msg[4], msg[5]
+        elif kind == "error":
+            res["errors"].append(f"worker {msg[1]}: {msg[2]}")
+            return
+        elif kind == "compile-ready":
+            res["compile_s"] = msg[2]
+        elif kind == "compile-error":
+            res["compile_note"] = msg[2]
+            return
+        elif kind == "compiled":
+            res["compiled"], res["compile_note"] = msg[2] / msg[3], "ok"
+            return
+        else:
+            got.setdefault(kind, []).append(msg[2:])
+        if need <= set(got) and all(len(got[f"packed{k}"]) == k for k in packs) and compile_deadline is None:
+            if compile_cap <= 0:
+                return
+            compile_deadline = time.perf_counter() + compile_cap
+
+
+def _stop_workers(procs) -> None:
+    """Join the bench processes; stop (then kill) any still running, with their compiler helper processes."""
+    for p in procs:
+        p.join(timeout=2)
+        if p.is_alive():
+            _killpg(p.pid, signal.SIGTERM)
+            p.join(timeout=5)
+        _killpg(p.pid, signal.SIGKILL)  # the compiler's helper processes may outlive the worker
+        if p.is_alive():  # it had not made its group yet
+            p.kill()
+            p.join(timeout=5)
+
+
 def measure(cfg: RunConfig, device: str, *, seconds: float, packs: list[int], compile_cap: float,
             cap_s: float, data_root=None, compile_mode: str = "default") -> dict:
     """Training images/s of cfg's step in fresh processes (as the runs will be): eager alone, MFW alone, k packed
     processes (aggregate), forward-only evaluation, and compiled in torch's compile_mode (within compile_cap
     seconds). What was not measured is None. cap_s bounds everything but the compilation."""
     import multiprocessing as mp
-    import queue as _queue
 
     n = max([1] + packs)
     threads = threads_per_process(device, [1] + packs, _cores())
@@ -174,58 +233,13 @@ def measure(cfg: RunConfig, device: str, *, seconds: float, packs: list[int], co
     need = {"eager", "mfw", "eval"} | {f"packed{k}" for k in packs}
     got: dict[str, list] = {}
     res: dict[str, Any] = {"eager": None, "mfw": None, "packed": {}, "eval": None, "compiled": None,
-                           "compile_note": "skipped" if compile_cap <= 0 else "not reached", "start_s": None, "setup_s": None, "device_name": None,
+                           "compile_note": "skipped" if compile_cap <= 0 else "not reached", "start_s": None, "setup_s": None,
+                           "device_name": None,
                            "bf16": None, "threads": threads, "compile_mode": compile_mode, "errors": []}
-    deadline, compile_deadline = t0 + cap_s, None
     try:
-        while True:
-            now = time.perf_counter()
-            end = compile_deadline if compile_deadline else deadline
-            if now >= end:
-                if compile_deadline:
-                    res["compile_note"] = f"not done within {compile_cap:.0f} s"
-                else:
-                    res["errors"].append(f"bench not done within {cap_s:.0f} s")
-                break
-            try:
-                msg = q.get(timeout=min(1.0, end - now))
-            except _queue.Empty:
-                if not any(p.is_alive() for p in procs):
-                    res["errors"].append(f"bench processes ended (exit codes {[p.exitcode for p in procs]})")
-                    break
-                continue
-            kind = msg[0]
-            if kind == "ready":  # start_s: a fresh interpreter's imports; setup_s: data, model, first steps
-                res["start_s"] = max(res["start_s"] or 0.0, msg[2] - spawned)
-                res["setup_s"] = max(res["setup_s"] or 0.0, msg[3])
-                res["device_name"], res["bf16"] = msg[4], msg[5]
-            elif kind == "error":
-                res["errors"].append(f"worker {msg[1]}: {msg[2]}")
-                break
-            elif kind == "compile-ready":
-                res["compile_s"] = msg[2]
-            elif kind == "compile-error":
-                res["compile_note"] = msg[2]
-                break
-            elif kind == "compiled":
-                res["compiled"], res["compile_note"] = msg[2] / msg[3], "ok"
-                break
-            else:
-                got.setdefault(kind, []).append(msg[2:])
-            if need <= set(got) and all(len(got[f"packed{k}"]) == k for k in packs) and compile_deadline is None:
-                if compile_cap <= 0:
-                    break
-                compile_deadline = time.perf_counter() + compile_cap
+        _collect(q, procs, res, got, need, packs, compile_cap, cap_s, t0, spawned)
     finally:
-        for p in procs:
-            p.join(timeout=2)
-            if p.is_alive():
-                _killpg(p.pid, signal.SIGTERM)
-                p.join(timeout=5)
-            _killpg(p.pid, signal.SIGKILL)  # the compiler's helper processes may outlive the worker
-            if p.is_alive():  # it had not made its group yet
-                p.kill()
-                p.join(timeout=5)
+        _stop_workers(procs)
     rate = lambda rows: sum(r[0] for r in rows) / max(r[1] for r in rows)  # noqa: E731 (aggregate of concurrent ones)
     for k in ("eager", "mfw", "eval"):
         if k in got:
@@ -261,5 +275,6 @@ def bench_line(cfg: RunConfig, n_train: int, b: dict) -> str:
     return (f"bench: cifar10 {cfg.imbalance}-{cfg.ratio:g} {cfg.method} ({cfg.profile}, {n_train} train images, batch "
             f"{cfg.batch_size}) on {b['device_name'] or 'n/a'} ({'bf16' if b['bf16'] else 'fp32'}): "
             f"eager {rate(b['eager'])}, mfw {rate(b['mfw'])}, compiled {comp}, packed aggregate {packed}, "
-            f"eval {rate(b['eval'])}; torch threads a process {threads}; process start {b['start_s'] or 0:.1f} s, run set-up {b['setup_s'] or 0:.1f} s; "
+            f"eval {rate(b['eval'])}; torch threads a process {threads}; process start {b['start_s'] or 0:.1f} s, "
+            f"run set-up {b['setup_s'] or 0:.1f} s; "
             f"{b['wall_s']:.0f} s{errors}")

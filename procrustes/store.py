@@ -71,16 +71,19 @@ def _write_error(path: Path, e: OSError) -> StoreError:
     return StoreError(f"cannot write {path}: {e.strerror or e}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file. A failed
-    write (disk full, no permission) removes its temporary file (a full disk stays usable) and raises StoreError."""
+    write (disk full, no permission) removes its temporary file (a full disk stays usable) and raises StoreError.
+    fsync=False: a killed process still never leaves half a file, only a crash of the machine may (the GPU
+    harvest's temporary store)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -111,9 +114,10 @@ def torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
-def atomic_torch_save(path: Path, obj) -> None:
-    """torch.save through a temporary file, fsync and rename: a kill never leaves half a checkpoint."""
-    atomic_write_bytes(path, torch_bytes(obj))
+def atomic_torch_save(path: Path, obj, fsync: bool = True) -> None:
+    """torch.save through a temporary file, fsync (see atomic_write_bytes) and rename: a kill never leaves half a
+    checkpoint."""
+    atomic_write_bytes(path, torch_bytes(obj), fsync=fsync)
 
 
 def torch_load(path: Path, device="cpu"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,29 @@ class TrainingDiverged(RuntimeError):
     """The training loss became nan or infinite: the run is not stored as a result (its numbers mean nothing)."""
 
 
+def stop_requested() -> bool:
+    """Whether $PROCRUSTES_STOP_FILE names a file that exists: then a training run checkpoints at the end of
+    its current epoch and returns unfinished (None), and a run not started yet does not start (the GPU harvest
+    asks this at its deadline, so that unfinished runs leave a fresh checkpoint to carry to the next lease)."""
+    import os
+
+    path = os.environ.get("PROCRUSTES_STOP_FILE")
+    return bool(path) and os.path.exists(path)
+
+
+def checkpoint_every_s() -> float:
+    """Seconds between checkpoints from $PROCRUSTES_CHECKPOINT_S; 0 (unset, the default): every epoch, each
+    fsynced. The harvest sets it: its store is a temporary folder whose checkpoints matter only once they are in
+    the carry archive, so there a checkpoint is written by time (and at a stop and the last epoch), unsynced."""
+    import os
+
+    try:
+        return max(0.0, float(os.environ.get("PROCRUSTES_CHECKPOINT_S") or 0))
+    except ValueError:
+        raise ConfigError(f"$PROCRUSTES_CHECKPOINT_S must be a number of seconds, not "
+                          f"{os.environ['PROCRUSTES_CHECKPOINT_S']!r}") from None
+
+
 def run(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
         stop_after: int | None = None, compile: str | bool | None = None, bar_position: int | None = None) -> dict | None:
     """The stored result of cfg on these data if it is finished, else train it (resuming a checkpoint) and
@@ -315,153 +339,239 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
         torch.backends.cudnn.benchmark = old_benchmark
 
 
+@dataclass
+class DeviceData:
+    """A run's images on the device (uint8) and the index sets its evaluations read."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    curve_idx: torch.Tensor  # the per-epoch test curve (cfg.eval_per_class a class)
+    final_idx: torch.Tensor  # the final test set (cfg.test_per_class a class)
+    clean_idx: torch.Tensor  # the clean training accuracy's fixed sample (cfg.clean_per_class a class)
+    val: tuple[torch.Tensor, torch.Tensor] | None  # the validation split (cfg.val_per_class), or None
+    is_major: torch.Tensor
+
+
+def device_data(cfg: RunConfig, bench, dev: torch.device) -> DeviceData:
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(dev)
+
+    return DeviceData(t(bench.train_x), t(bench.train_y), t(bench.test_x), t(bench.test_y),
+                      t(balanced_subset(bench.test_y, cfg.eval_per_class)), t(balanced_subset(bench.test_y, cfg.test_per_class)),
+                      t(balanced_subset(bench.train_y, cfg.clean_per_class)),
+                      None if bench.val_x is None else (t(bench.val_x), t(bench.val_y)), t(major_classes(bench.counts)))
+
+
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "feature_grad", "pred_major_share", "weakened_share", "test_acc",
+                "test_top1", "seconds", "train_acc_clean", "pred_major_share_clean")
+
+
+@dataclass
+class Progress:
+    """What a checkpoint carries besides the weights and the random states: the history and the clocks."""
+
+    history: dict
+    epoch: int = 0  # epochs done
+    wall: float = 0.0
+    train_wall: float = 0.0
+    eval_wall: float = 0.0  # seconds spent evaluating (test curve, clean accuracy, validation, final test); nan:
+    # resumed from a checkpoint that predates it
+    images: int = 0
+    started: str = ""
+    commits: list = field(default_factory=list)
+
+
+def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model, opt, gen, rng, fresh: Progress) -> Progress:
+    """Load the run's checkpoint into model, optimiser and generators, and return its progress; `fresh` when there
+    is none (a damaged one is set aside by the store and the run starts over)."""
+    ck = store.load_checkpoint(ckpt_path, dev)
+    if ck is None:
+        return fresh
+    check_resume_precision(ck, used, cfg.precision, ckpt_path)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    gen.set_state(ck["gen"].cpu())
+    rng.bit_generator.state = ck["rng"]
+    commits = list(dict.fromkeys(ck.get("commits", []) + fresh.commits))  # a resumed run may span commits
+    return Progress(ck["history"], ck["epoch"], ck["wall"], ck["train_wall"], ck.get("eval_wall", float("nan")),
+                    ck["images"], ck["started"], commits)
+
+
+def train_epoch(step: TrainStep, cfg: RunConfig, data: DeviceData, epoch: int, bar) -> float:
+    """One epoch of SGD steps over this epoch's sample order; returns the last step's learning rate."""
+    counts, drw_epoch = step.counts, cfg.schedule()[3]
+    n, B = len(data.train_y), cfg.batch_size
+    steps = math.ceil(n / B)
+    step.model.train()
+    step.new_epoch(epoch, drw_epoch, class_weights(cfg.loss, counts, epoch, drw_epoch, cfg.cb_beta).to(data.train_y.device))
+    idx = epoch_indices(cfg.sampler, data.train_y, counts, epoch, cfg.epochs, drw_epoch, step.gen)
+    for s in range(steps):
+        lr = lr_at(cfg, epoch * steps + s, steps)
+        bi = idx[s * B : (s + 1) * B]
+        step(data.train_x[bi], data.train_y[bi], lr)
+        bar.update(1)
+    return lr
+
+
+def evaluate_epoch(model, cfg: RunConfig, data: DeviceData, spec, bf16: bool, last: bool) -> dict:
+    """After an epoch: the test set (the curve's subset, the final set at the last epoch, nothing in between when
+    eval_per_class is 0), the clean training accuracy and the validation split; counts per class."""
+    C = len(data.is_major)
+    out = {}
+    if last or cfg.eval_per_class != 0:
+        ev = data.final_idx if last else data.curve_idx
+        out["test"] = evaluate(model, data.test_x[ev], data.test_y[ev], C, spec.mean, spec.std, bf16)
+    # clean training accuracy: eval mode, no augmentation, no mixing, a fixed sample of the training set
+    out["clean"] = evaluate(model, data.train_x[data.clean_idx], data.train_y[data.clean_idx], C, spec.mean, spec.std,
+                            bf16, is_major=data.is_major)
+    if data.val is not None:  # the validation split: what a choice between runs may look at (never the test set)
+        out["val"] = evaluate(model, data.val[0], data.val[1], C, spec.mean, spec.std, bf16)
+    return out
+
+
+def record(history: dict, step: TrainStep, epoch: int, lr: float, n: int, ev: dict) -> None:
+    """Append one epoch's statistics to the history (per class where the key is per class)."""
+    seen = step.seen.clamp(min=1)
+    history["epoch"].append(epoch + 1)
+    history["lr"].append(lr)
+    history["train_loss"].append(float(step.loss_sum) / n)
+    history["train_acc"].append((step.correct / seen).tolist())
+    history["feature_grad"].append((step.gsum / seen).tolist())
+    history["pred_major_share"].append((step.to_major / seen).tolist())
+    history["weakened_share"].append(float(step.weakened) / n)
+    tc, tt, _ = ev.get("test", (None, None, None))
+    history["test_acc"].append((tc / tt.clamp(min=1)).tolist() if tc is not None else None)
+    history["test_top1"].append(float(tc.sum() / tt.sum()) if tc is not None else None)
+    cc, ct, _, cm = ev["clean"]
+    history["train_acc_clean"].append((cc / ct.clamp(min=1)).tolist())
+    history["pred_major_share_clean"].append((cm / ct.clamp(min=1)).tolist())
+    if "val" in ev:
+        vc, vt, _ = ev["val"]
+        history["val_acc"].append((vc / vt.clamp(min=1)).tolist())
+        history["val_top1"].append(float(vc.sum() / vt.sum()))
+
+
+def checkpoint(path: Path, model, opt, gen, rng, p: Progress, cfg: RunConfig, bench, used: str, fsync: bool = True) -> None:
+    store.atomic_torch_save(path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                                   "rng": rng.bit_generator.state, "history": p.history, "epoch": p.epoch, "wall": p.wall,
+                                   "train_wall": p.train_wall, "eval_wall": p.eval_wall, "images": p.images,
+                                   "started": p.started, "commits": p.commits, "config": cfg.to_dict(), "data": bench.data,
+                                   "precision": used}, fsync=fsync)
+
+
 def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progress: bool, stop_after: int | None,
            mode: str | None, bar_position: int | None = None) -> dict | None:
+    """The training loop: set up, resume, then per epoch train, evaluate, record, checkpoint; then finish."""
     from tqdm.auto import tqdm
 
     out = store.run_dir(cfg, results, bench.data["id"])
-    ckpt_path = out / "checkpoint.pt"
     store.remove_stale_temps(out)
-    counts, C, spec = bench.counts, len(bench.counts), bench.spec
-    warm, miles, factors, drw_epoch = cfg.schedule()
-
-    train_x = torch.from_numpy(bench.train_x).to(dev)
-    train_y = torch.from_numpy(bench.train_y).to(dev)
-    test_x = torch.from_numpy(bench.test_x).to(dev)
-    test_y = torch.from_numpy(bench.test_y).to(dev)
-    curve_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.eval_per_class)).to(dev)
-    final_idx = torch.from_numpy(balanced_subset(bench.test_y, cfg.test_per_class)).to(dev)
-    clean_idx = torch.from_numpy(balanced_subset(bench.train_y, cfg.clean_per_class)).to(dev)
-    val = None if bench.val_x is None else (torch.from_numpy(bench.val_x).to(dev), torch.from_numpy(bench.val_y).to(dev))
-    is_major = torch.from_numpy(major_classes(counts)).to(dev)
-
-    criterion = Criterion(cfg.loss, counts, focal_gamma=cfg.focal_gamma, ldam_max_margin=cfg.ldam_max_margin,
+    data = device_data(cfg, bench, dev)
+    criterion = Criterion(cfg.loss, bench.counts, focal_gamma=cfg.focal_gamma, ldam_max_margin=cfg.ldam_max_margin,
                           ldam_scale=cfg.ldam_scale, la_tau=cfg.la_tau, device=dev)
     torch.manual_seed(cfg.seed)
-    model = make_model(cfg, C, criterion.uses_cosine, dev)
+    model = make_model(cfg, len(bench.counts), criterion.uses_cosine, dev)
     opt = make_optimizer(model, cfg, dev)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)  # augmentation, sampling, partners, selection
     rng = np.random.default_rng(cfg.seed)  # laws of lam, random mixing points
-    history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "feature_grad",
-                                                "pred_major_share", "weakened_share", "test_acc", "test_top1", "seconds",
-                                                "train_acc_clean", "pred_major_share_clean")
-                             + (("val_acc", "val_top1") if val is not None else ())}
-    start_epoch, wall, train_wall, images, started, commits = 0, 0.0, 0.0, 0, store.now_utc(), [CODE_COMMIT]
-    eval_wall = 0.0  # seconds spent evaluating (test curve, clean training accuracy, validation, final test)
     used = "bf16" if bf16 else "fp32"  # what this run computes in: checkpoint, resume check and provenance
-    ck = store.load_checkpoint(ckpt_path, dev)
-    if ck is not None:
-        check_resume_precision(ck, used, cfg.precision, ckpt_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        gen.set_state(ck["gen"].cpu())
-        rng.bit_generator.state = ck["rng"]
-        history, start_epoch, started = ck["history"], ck["epoch"], ck["started"]
-        commits = list(dict.fromkeys(ck.get("commits", []) + commits))  # a resumed run may span commits
-        wall, train_wall, images = ck["wall"], ck["train_wall"], ck["images"]
-        eval_wall = ck.get("eval_wall", float("nan"))  # nan: a checkpoint from before eval_s was kept
+    keys = HISTORY_KEYS + (("val_acc", "val_top1") if data.val is not None else ())
+    fresh = Progress({k: [] for k in keys}, started=store.now_utc(), commits=[CODE_COMMIT])
+    p = resume(out / "checkpoint.pt", dev, used, cfg, model, opt, gen, rng, fresh)
     store.write_config(out, cfg)
     if mode is not None:
         model.compile(mode=mode)  # in place, after the checkpoint is loaded: state_dict keys stay those of the plain model
 
-    n, B = len(train_y), cfg.batch_size
-    steps = math.ceil(n / B)
-    bar = tqdm(total=cfg.epochs * steps, initial=start_epoch * steps, desc=cfg.label(), disable=not progress,
+    n, steps = len(data.train_y), math.ceil(len(data.train_y) / cfg.batch_size)
+    bar = tqdm(total=cfg.epochs * steps, initial=p.epoch * steps, desc=cfg.label(), disable=not progress,
                unit="step", mininterval=1.0, dynamic_ncols=True, position=bar_position)
-    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-    step = TrainStep(cfg, model, opt, criterion, counts, spec, bf16, gen, rng, is_major)
-    for epoch in range(start_epoch, end_epoch):
+    start, end = p.epoch, cfg.epochs if stop_after is None else min(cfg.epochs, p.epoch + stop_after)
+    end = start if stop_requested() else end  # asked to stop before it started: nothing new to save
+    step = TrainStep(cfg, model, opt, criterion, bench.counts, bench.spec, bf16, gen, rng, data.is_major)
+    every_s, saved_at = checkpoint_every_s(), time.perf_counter()
+    for epoch in range(start, end):
         t0 = time.perf_counter()
-        model.train()
-        weights = class_weights(cfg.loss, counts, epoch, drw_epoch, cfg.cb_beta).to(dev)
-        idx = epoch_indices(cfg.sampler, train_y, counts, epoch, cfg.epochs, drw_epoch, gen)
-        step.new_epoch(epoch, drw_epoch, weights)
-        for s in range(steps):
-            lr = lr_at(cfg, epoch * steps + s, steps)
-            bi = idx[s * B : (s + 1) * B]
-            step(train_x[bi], train_y[bi], lr)
-            bar.update(1)
+        lr = train_epoch(step, cfg, data, epoch, bar)
         train_s = _synced_clock(dev) - t0
-        last = epoch == cfg.epochs - 1
-        if last or cfg.eval_per_class != 0:  # eval_per_class 0: the test set is seen at the last epoch only
-            ev = final_idx if last else curve_idx
-            tc, tt, top5 = evaluate(model, test_x[ev], test_y[ev], C, spec.mean, spec.std, bf16)
-        seen_c = step.seen.clamp(min=1)
-        history["epoch"].append(epoch + 1)
-        history["lr"].append(lr)
-        history["train_loss"].append(float(step.loss_sum) / n)
-        history["train_acc"].append((step.correct / seen_c).tolist())
-        history["feature_grad"].append((step.gsum / seen_c).tolist())
-        history["pred_major_share"].append((step.to_major / seen_c).tolist())
-        history["weakened_share"].append(float(step.weakened) / n)
-        curve = last or cfg.eval_per_class != 0
-        history["test_acc"].append((tc / tt.clamp(min=1)).tolist() if curve else None)
-        history["test_top1"].append(float(tc.sum() / tt.sum()) if curve else None)
-        # clean training accuracy: eval mode, no augmentation, no mixing, a fixed sample of the training set
-        cc, ct, _, cm = evaluate(model, train_x[clean_idx], train_y[clean_idx], C, spec.mean, spec.std, bf16, is_major=is_major)
-        history["train_acc_clean"].append((cc / ct.clamp(min=1)).tolist())
-        history["pred_major_share_clean"].append((cm / ct.clamp(min=1)).tolist())
-        if val is not None:  # the validation split: what a choice between runs may look at (never the test set)
-            vc, vt, _ = evaluate(model, val[0], val[1], C, spec.mean, spec.std, bf16)
-            history["val_acc"].append((vc / vt.clamp(min=1)).tolist())
-            history["val_top1"].append(float(vc.sum() / vt.sum()))
-        if not math.isfinite(history["train_loss"][-1]):
+        ev = evaluate_epoch(model, cfg, data, bench.spec, bf16, last=epoch == cfg.epochs - 1)
+        record(p.history, step, epoch, lr, n, ev)
+        if not math.isfinite(p.history["train_loss"][-1]):
             raise TrainingDiverged(f"{cfg.label()} diverged at epoch {epoch + 1} (training loss "
-                                   f"{history['train_loss'][-1]}): lower lr ({cfg.lr:g}) or check the loss settings")
+                                   f"{p.history['train_loss'][-1]}): lower lr ({cfg.lr:g}) or check the loss settings")
         epoch_s = _synced_clock(dev) - t0
-        eval_wall += epoch_s - train_s
-        history["seconds"].append(round(epoch_s, 3))
-        wall += epoch_s
-        train_wall += train_s
-        images += n
-        shown = {"val": history["val_top1"][-1]} if val is not None else {"test": history["test_top1"][-1]}
-        bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", **{k: f"{v:.3f}" for k, v in shown.items() if v is not None},
+        p.history["seconds"].append(round(epoch_s, 3))
+        p.epoch, p.wall, p.train_wall, p.eval_wall, p.images = (epoch + 1, p.wall + epoch_s, p.train_wall + train_s,
+                                                                p.eval_wall + epoch_s - train_s, p.images + n)
+        shown = {"val": p.history["val_top1"][-1]} if data.val is not None else {"test": p.history["test_top1"][-1]}
+        bar.set_postfix(loss=f"{p.history['train_loss'][-1]:.3f}", **{k: f"{v:.3f}" for k, v in shown.items() if v is not None},
                         refresh=False)
-        store.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                                            "rng": rng.bit_generator.state, "history": history, "epoch": epoch + 1,
-                                            "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict(), "eval_wall": eval_wall,
-                                            "data": bench.data, "precision": used})
+        stop = stop_requested()
+        if every_s and not stop and epoch + 1 < end and time.perf_counter() - saved_at < every_s:
+            continue  # checkpoints by time ($PROCRUSTES_CHECKPOINT_S): this epoch's is not due yet
+        checkpoint(out / "checkpoint.pt", model, opt, gen, rng, p, cfg, bench, used, fsync=not every_s)
+        saved_at = time.perf_counter()
+        if stop and epoch + 1 < cfg.epochs:
+            end = epoch + 1  # asked to stop: unfinished, resumes from this checkpoint
+            break
     bar.close()
     step.close()
-    if end_epoch < cfg.epochs:
+    if end < cfg.epochs:
         return None
-    if val is not None:  # which validation images the final model gets right: paired comparisons between runs
-        t_val = _synced_clock(dev)
-        val_correct = "".join("1" if ok else "0" for ok in correct_mask(model, val[0], val[1], spec.mean, spec.std, bf16))
-        eval_wall += _synced_clock(dev) - t_val
+    return finish(cfg, dev, bench, data, model, bf16, ev if end > start else None, p, used, mode, out)
 
-    if end_epoch == start_epoch:  # every epoch was checkpointed, but the result was not stored: evaluate now
-        t_final = _synced_clock(dev)
-        tc, tt, top5 = evaluate(model, test_x[final_idx], test_y[final_idx], C, spec.mean, spec.std, bf16)
-        eval_wall += _synced_clock(dev) - t_final
-    per_class = (tc / tt.clamp(min=1)).cpu().numpy()
-    scale = group_scale(cfg.dataset, cfg.max_per_class)
-    groups = report_groups(counts, cfg.imbalance, scale)
+
+def finish(cfg: RunConfig, dev: torch.device, bench, data: DeviceData, model, bf16: bool, ev: dict | None, p: Progress,
+           used: str, mode: str | None, out: Path) -> dict:
+    """Store a finished run: the last epoch's evaluation on the final test set (done now when every epoch was
+    checkpointed but the result was not stored), which validation images the model gets right, the summary and
+    provenance; weights first, then the result, each atomically."""
+    t0 = _synced_clock(dev)
+    if ev is None:
+        ev = {"test": evaluate(model, data.test_x[data.final_idx], data.test_y[data.final_idx], len(bench.counts),
+                               bench.spec.mean, bench.spec.std, bf16)}
+    val_correct = None
+    if data.val is not None:  # which validation images the final model gets right: paired comparisons between runs
+        val_correct = "".join("1" if ok else "0" for ok in correct_mask(model, *data.val, bench.spec.mean, bench.spec.std, bf16))
+    p.eval_wall += _synced_clock(dev) - t0
     result = {
         "key": store.run_key(cfg, bench.data["id"]),
         "config": cfg.to_dict(),
-        "summary": {
-            "test_acc": float(tc.sum() / tt.sum()),
-            "test_error": 100.0 * (1 - float(tc.sum() / tt.sum())),
-            "top5_error": 100.0 * (1 - float(top5) / float(tt.sum())),
-            "best_epoch_test_acc": max(history["test_top1"]) if cfg.eval_per_class == cfg.test_per_class else None,
-            **({**_val_summary(history), "val_correct": val_correct, "val_images": len(val_correct)} if val is not None else {}),
-            "test_acc_per_class": per_class.tolist(),
-            "group_test_acc": {g: float(per_class[c].mean()) if c else None for g, c in groups.items()},
-            "groups": groups,
-            "group_definition": report_group_definition(counts, cfg.imbalance, scale),
-            "train_counts": list(map(int, counts)),
-            "classes": bench.classes,
-            "test_images": int(tt.sum()),
-            "schedule": {"warmup_epochs": warm, "lr_milestones": list(miles), "lr_factors": list(factors), "drw_epoch": drw_epoch},
-        },
-        "history": history,
+        "summary": summarise(cfg, bench, ev["test"], p.history, val_correct),
+        "history": p.history,
         "data": bench.data,
-        "provenance": store.provenance(dev, started, wall, images / max(train_wall, 1e-9), used, commits,
-                                       compile_mode=mode, eval_batch=eval_batch(dev), eval_s=eval_wall),
+        "provenance": store.provenance(dev, p.started, p.wall, p.images / max(p.train_wall, 1e-9), used, p.commits,
+                                       compile_mode=mode, eval_batch=eval_batch(dev), eval_s=p.eval_wall),
     }
     # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
     # weights, or the last checkpoint (at the final epoch), from which a rerun writes both
     store.save_finished(out, model.state_dict(), result)
-    ckpt_path.unlink(missing_ok=True)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
     return result
+
+
+def summarise(cfg: RunConfig, bench, test: tuple, history: dict, val_correct: str | None) -> dict:
+    """The summary of a finished run: last-epoch errors, per class and per reporting group, and the validation."""
+    tc, tt, top5 = test
+    counts = bench.counts
+    per_class = (tc / tt.clamp(min=1)).cpu().numpy()
+    scale = group_scale(cfg.dataset, cfg.max_per_class)
+    groups = report_groups(counts, cfg.imbalance, scale)
+    warm, miles, factors, drw_epoch = cfg.schedule()
+    val = {} if val_correct is None else {**_val_summary(history), "val_correct": val_correct, "val_images": len(val_correct)}
+    return {
+        "test_acc": float(tc.sum() / tt.sum()),
+        "test_error": 100.0 * (1 - float(tc.sum() / tt.sum())),
+        "top5_error": 100.0 * (1 - float(top5) / float(tt.sum())),
+        "best_epoch_test_acc": max(history["test_top1"]) if cfg.eval_per_class == cfg.test_per_class else None,
+        **val,
+        "test_acc_per_class": per_class.tolist(),
+        "group_test_acc": {g: float(per_class[c].mean()) if c else None for g, c in groups.items()},
+        "groups": groups,
+        "group_definition": report_group_definition(counts, cfg.imbalance, scale),
+        "train_counts": list(map(int, counts)),
+        "classes": bench.classes,
+        "test_images": int(tt.sum()),
+        "schedule": {"warmup_epochs": warm, "lr_milestones": list(miles), "lr_factors": list(factors), "drw_epoch": drw_epoch},
+    }

@@ -85,3 +85,7 @@ def test_the_checker_sees_a_cycle_and_a_function_level_import():
 
 def test_no_import_cycle_counting_imports_inside_functions():
     assert cycles(import_graph()) == []
+
+
+def test_no_function_longer_than_a_screen():
+    assert long_functions() == []
