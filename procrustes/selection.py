@@ -225,14 +225,18 @@ def stored(cfg: RunConfig, root: Path | None = None) -> dict | None:
 
 
 def pending(profile: str, root: Path | None = None) -> list[str]:
-    """Lines for what cannot be listed yet: stages and seeds that wait for a choice."""
+    """Lines for the runs that cannot be listed yet because they wait for a choice: stage B and the seeds of each
+    stage, per benchmark (stage A's screening runs are always listed)."""
     if not has_selection(profile):
         return []
     lines = []
-    for stage, per_bench in select(profile, root).items():
+    choices = select(profile, root)
+    for stage, per_bench in choices.items():
         for bench, ch in per_bench.items():
-            if ch.chosen is None:
-                lines.append(f"selection stage {stage} on {bench}: {ch.reason}")
+            if ch.chosen is not None:
+                continue
+            what = "its 2 screening runs and " if stage == "B" else ""
+            lines.append(f"stage {stage} on {bench}: {what}seeds 1-2 of its choice wait ({ch.reason})")
     return lines
 
 
