@@ -25,9 +25,24 @@ from procrustes import experiments, harvest, make_config, store
 from .conftest import REPO, cli_env
 
 
-def _result(cfg, data_id: str | None = "0123456789abcdef", error: float = 50.0) -> dict:
-    """A minimal finished result of cfg, keyed as the store keys it."""
-    res = {"config": cfg.to_dict(), "summary": {"test_error": error}}
+def _result(cfg, data_id: str = "0123456789abcdef", error: float = 50.0) -> dict:
+    """A finished result of cfg, with every field the import checks, keyed as the store keys it."""
+    from procrustes.data import benchmark_counts
+
+    counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
+    C, E, acc = len(counts), cfg.epochs, 1 - error / 100
+    res = {"config": cfg.to_dict(),
+           "summary": {"test_acc": acc, "test_error": error, "top5_error": error / 5, "best_epoch_test_acc": None,
+                       "test_acc_per_class": [acc] * C, "group_test_acc": {"many": acc, "few": None},
+                       "groups": {"many": list(range(C)), "few": []}, "group_definition": "",
+                       "train_counts": counts, "classes": [f"c{i}" for i in range(C)], "test_images": 50 * C,
+                       "schedule": {}},
+           "history": {k: [[0.5] * C] * E if k in ("train_acc", "feature_grad", "pred_major_share", "test_acc",
+                                                    "train_acc_clean", "pred_major_share_clean") else [0.5] * E
+                       for k in harvest.HISTORY_KEYS},
+           "provenance": {"git_commit": "abc", "device": "cpu", "torch": "2", "precision": "fp32", "wall_s": 1.0,
+                          "train_images_per_s": 100.0}}
+    res["history"]["epoch"] = list(range(1, E + 1))
     if data_id:
         res["data"] = {"id": data_id, "root": "default"}
     res["key"] = harvest.expected_key(res)
@@ -119,12 +134,127 @@ def test_import_checks_everything_first(tmp_path):
     again = harvest.import_archive(ok, root)
     assert len(again["identical"]) == 2 and not again["imported"]
     # a different result under the same key: the stored one stays, the new one is kept beside it
-    changed = dict(good, summary={"test_error": 10.0})
+    changed = _result(cfg, error=10.0)
     out = harvest.import_archive(_archive(tmp_path / "changed.tar.gz", dict([_entry(changed)])), root)
     assert len(out["kept aside"]) == 1
     folder = root / "smoke" / good["key"]
     assert json.loads((folder / "result.json").read_text()) == good
     assert [json.loads(p.read_text()) for p in folder.glob("result.harvest-*.json")] == [changed]
+
+
+def _store_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.mark.parametrize("field, value", [("test_error", "12.5"), ("test_error", -5.0), ("test_error", 101.0),
+                                          ("test_error", None), ("test_acc", 1.5), ("test_acc_per_class", [0.5]),
+                                          ("train_counts", [1, 2])])
+def test_import_refuses_bad_values_and_writes_nothing(tmp_path, capsys, field, value):
+    """issue 25 item 3: an entry with a non-numeric, null or out-of-range value is refused in one line before
+    anything is written, whichever entry it is (here the second: the first one is fine)."""
+    cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, method="erm")
+    good, bad = _result(cfg), _result(cfg.replace(seed=1))
+    bad["summary"][field] = value
+    archive = _archive(tmp_path / "a.tar.gz", dict([_entry(good), _entry(bad)]))
+    root = tmp_path / "store"
+    rc = harvest.main(["import", str(archive), "--results", str(root)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "refused" in err and f"summary.{field}" in err and len(err.strip().splitlines()) == 1, err
+    assert _store_files(root) == []
+
+
+def test_import_refuses_bad_history(tmp_path):
+    cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, method="erm")
+    res = _result(cfg)
+    res["history"]["test_top1"][-1] = float("nan")
+    with pytest.raises(ValueError, match="history.test_top1"):
+        harvest.import_archive(_archive(tmp_path / "a.tar.gz", dict([(_entry(res)[0], json.dumps(res))])),
+                               tmp_path / "store")
+    assert _store_files(tmp_path / "store") == []
+
+
+def test_import_is_all_or_nothing_when_a_write_fails(tmp_path, monkeypatch):
+    cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, method="erm")
+    a, b = _result(cfg), _result(cfg.replace(seed=1))
+    archive = _archive(tmp_path / "a.tar.gz", dict([_entry(a), _entry(b)]))
+    real, calls = os.replace, []
+
+    def failing(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(src, dst)
+
+    monkeypatch.setattr(harvest.os, "replace", failing)
+    with pytest.raises(OSError):
+        harvest.import_archive(archive, tmp_path / "store")
+    assert _store_files(tmp_path / "store") == []
+
+
+def test_import_refuses_a_padded_entry_in_bounded_memory(tmp_path, monkeypatch, capsys):
+    """issue 25 item 2: a small archive holding a huge (valid, space-padded) result.json is refused from its
+    header, writes nothing, and never holds the entry in memory. The cap is lowered so that the test is fast:
+    a 64 MB entry (about 64 kB compressed) against a 1 MB cap."""
+    import resource
+    import tracemalloc
+
+    monkeypatch.setattr(harvest, "MAX_RESULT_BYTES", 1 << 20)
+    cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, method="erm")
+    res = _result(cfg)
+    name, text = _entry(res)
+    pad = 64 << 20
+    path = tmp_path / "padded.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        body = text.encode()
+        info.size = len(body) + pad
+
+        class Padded(io.RawIOBase):  # streams the entry: the test itself never holds 64 MB
+            def __init__(self):
+                self.left, self.head = pad, body
+
+            def readable(self):
+                return True
+
+            def readinto(self, b):
+                if self.head:
+                    n = min(len(b), len(self.head))
+                    b[:n], self.head = self.head[:n], self.head[n:]
+                    return n
+                n = min(len(b), self.left)
+                b[:n] = b" " * n
+                self.left -= n
+                return n
+
+        tar.addfile(info, io.BufferedReader(Padded(), 1 << 16))
+    assert path.stat().st_size < 1 << 20
+    root = tmp_path / "store"
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    try:
+        rc = harvest.main(["import", str(path), "--results", str(root)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert rc == 1 and "more than" in err and len(err.strip().splitlines()) == 1, err
+    assert _store_files(root) == []
+    assert peak < 8 << 20, f"{peak} bytes allocated while refusing a {pad}-byte entry"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 32 << 10  # kB: no jump of 32 MB
+
+
+def test_import_refuses_deeply_nested_json_in_one_line(tmp_path, capsys):
+    """issue 25 item 4: a deeply nested JSON is a one-line refusal, not a RecursionError traceback."""
+    cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, method="erm")
+    res = _result(cfg)
+    for depth in (100_000, 40):
+        deep = "[" * depth + "]" * depth
+        text = json.dumps(res)[:-1] + f', "extra": {deep}}}'
+        archive = _archive(tmp_path / f"deep{depth}.tar.gz", {_entry(res)[0]: text})
+        rc = harvest.main(["import", str(archive), "--results", str(tmp_path / "store")])
+        err = capsys.readouterr().err
+        assert rc == 1 and "nested too deeply" in err and len(err.strip().splitlines()) == 1, err
+    assert _store_files(tmp_path / "store") == []
 
 
 # ---------------------------------------------------------------- the smoke run
