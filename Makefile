@@ -12,7 +12,7 @@ SHARED ?= ../shared/data
 NOTEBOOKS := $(filter-out notebooks/08_%,$(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data figures reproduce test unit nbval bench gpu-check clean-smoke gpu-harvest harvest-import
+.PHONY: setup data figures reproduce test unit nbval bench gpu-check clean-smoke gpu-harvest gpu-prepare harvest-import
 
 setup: $(VENV)/.installed
 
@@ -70,12 +70,35 @@ bench: setup data
 	$(PY) -m procrustes bench --device $(DEVICE) $(BENCH_ARGS)
 
 # No `setup` prerequisite: a GPU machine without internet has torch in its python3 already.
-# SMOKE=1: the CPU smoke form (seconds).
+# A standalone check of a lent GPU (about 3 minutes: bench against the reference pipeline, a 3-epoch eager paper
+# run, a short packing bench); `make gpu-harvest` runs its own short check first, so a harvest lease needs no
+# gpu-check. SMOKE=1: the CPU smoke form (seconds).
 gpu-check:
 	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
-# Train the most valuable missing paper runs within a GPU lease (HARVEST_BUDGET_S, default 540 s) and write one
-# archive of their results into $OUT (no `setup`: see gpu-check). SMOKE=1: the CPU smoke form (about 90 s).
+# HERE, before a lease: record the commit the tree will train with (.procrustes-commit: the copied tree has no
+# .git), put the CIFAR-10 archive into data/, and with CARRY=harvest-carry-....tar (what the last lease returned)
+# make it the checkpoint file the next lease resumes (older ones move to data/harvest-carry-old/). Prints what to run.
+gpu-prepare:
+	@git rev-parse HEAD | tr -d '\n' > .procrustes-commit; \
+	  if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
+	@test -f data/cifar10-jpeg.tar.gz || cp $(SHARED)/cifar10-jpeg.tar.gz data/
+	@mkdir -p data/harvest-carry
+	@if [ -n "$(CARRY)" ]; then \
+	  mkdir -p data/harvest-carry-old; \
+	  for f in data/harvest-carry/*.tar; do [ -e "$$f" ] && [ "$$(basename $$f)" != "$$(basename $(CARRY))" ] && mv "$$f" data/harvest-carry-old/; done; \
+	  cp "$(CARRY)" data/harvest-carry/; fi
+	@echo "commit $$(cat .procrustes-commit); checkpoints to resume: $$(ls data/harvest-carry/ | tr '\n' ' ')"
+	@echo "on the lent GPU, one command (timeout 600 s): make gpu-harvest"
+	@echo "  carry: data/cifar10-jpeg.tar.gz data/harvest-carry .procrustes-commit"
+	@echo "back here: make harvest-import FILE=<OUT>/harvest-paper-<stamp>.tar.gz, commit results/paper,"
+	@echo "  then make gpu-prepare CARRY=<OUT>/harvest-carry-paper-<stamp>.tar before the next lease"
+
+# ON the lent GPU, the one command of a lease (timeout 600 s; `make gpu-prepare` here first): within
+# HARVEST_BUDGET_S (540 s) a short GPU check, the bench, the printed plan, the most valuable missing paper runs
+# (whole where they fit, else carried), and into $OUT: harvest-console.log, the results archive (rewritten as
+# each run finishes) and the carry file of unfinished runs' checkpoints. SMOKE=1: the CPU smoke form (90 s x how
+# busy the CPU is).
 gpu-harvest:
 	bash scripts/gpu_harvest.sh $(if $(filter 1,$(SMOKE)),--smoke)
 

@@ -248,6 +248,29 @@ class TrainingDiverged(RuntimeError):
     """The training loss became nan or infinite: the run is not stored as a result (its numbers mean nothing)."""
 
 
+def stop_requested() -> bool:
+    """Whether $PROCRUSTES_STOP_FILE names a file that exists: then a training run checkpoints at the end of
+    its current epoch and returns unfinished (None), and a run not started yet does not start (the GPU harvest
+    asks this at its deadline, so that unfinished runs leave a fresh checkpoint to carry to the next lease)."""
+    import os
+
+    path = os.environ.get("PROCRUSTES_STOP_FILE")
+    return bool(path) and os.path.exists(path)
+
+
+def checkpoint_every_s() -> float:
+    """Seconds between checkpoints from $PROCRUSTES_CHECKPOINT_S; 0 (unset, the default): every epoch, each
+    fsynced. The harvest sets it: its store is a temporary folder whose checkpoints matter only once they are in
+    the carry archive, so there a checkpoint is written by time (and at a stop and the last epoch), unsynced."""
+    import os
+
+    try:
+        return max(0.0, float(os.environ.get("PROCRUSTES_CHECKPOINT_S") or 0))
+    except ValueError:
+        raise ConfigError(f"$PROCRUSTES_CHECKPOINT_S must be a number of seconds, not "
+                          f"{os.environ['PROCRUSTES_CHECKPOINT_S']!r}") from None
+
+
 def run(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None = None, progress: bool = True,
         stop_after: int | None = None, compile: str | bool | None = None, bar_position: int | None = None) -> dict | None:
     """The stored result of cfg on these data if it is finished, else train it (resuming a checkpoint) and
@@ -336,6 +359,9 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
                unit="step", mininterval=1.0, dynamic_ncols=True, position=bar_position)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     step = TrainStep(cfg, model, opt, criterion, counts, spec, bf16, gen, rng, is_major)
+    every_s, saved_at = checkpoint_every_s(), time.perf_counter()
+    if stop_requested():
+        end_epoch = start_epoch  # asked to stop before it started: nothing new to save
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
         model.train()
@@ -347,6 +373,8 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
             bi = idx[s * B : (s + 1) * B]
             step(train_x[bi], train_y[bi], lr)
             bar.update(1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)  # the steps run asynchronously: time them when they are done
         train_s = time.perf_counter() - t0
         last = epoch == cfg.epochs - 1
         ev = final_idx if last else curve_idx
@@ -374,10 +402,17 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         train_wall += train_s
         images += n
         bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", test=f"{history['test_top1'][-1]:.3f}", refresh=False)
+        stop = stop_requested()
+        if every_s and not stop and epoch + 1 < end_epoch and time.perf_counter() - saved_at < every_s:
+            continue  # checkpoints by time ($PROCRUSTES_CHECKPOINT_S): this epoch's is not due yet
         store.atomic_torch_save(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                                             "rng": rng.bit_generator.state, "history": history, "epoch": epoch + 1,
                                             "wall": wall, "train_wall": train_wall, "images": images, "started": started, "commits": commits, "config": cfg.to_dict(),
-                                            "data": bench.data, "precision": used})
+                                            "data": bench.data, "precision": used}, fsync=not every_s)
+        saved_at = time.perf_counter()
+        if stop and epoch + 1 < cfg.epochs:
+            end_epoch = epoch + 1  # asked to stop: unfinished, resumes from this checkpoint
+            break
     bar.close()
     step.close()
     if end_epoch < cfg.epochs:

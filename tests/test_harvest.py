@@ -95,17 +95,58 @@ def test_plan_fits_the_budget_and_keeps_priority():
     plan = harvest.plan_runs(missing, rates, workers=2, slow=0.75, available_s=600)
     assert plan and all(p["end_s"] <= 600 for p in plan)
     assert [p["rank"] for p in plan][:2] == [0, 1]  # step-100 ERM and MFW first
-    short = harvest.plan_runs(missing, rates, workers=2, slow=0.75, available_s=400)
-    assert short and short[0]["rank"] > 1  # they cannot end in 400 s at that rate: shorter runs fill the slots
+    whole = harvest.plan_runs(missing, rates, workers=2, slow=0.75, available_s=400, partial=False)
+    assert whole and whole[0]["rank"] > 1  # without partial runs: they cannot end in 400 s, shorter runs fill the slots
     # a slower packed rate that cannot fit step-100 loses to one that can, whatever it fits afterwards
     b = {"eager": 20000.0, "mfw": 16000.0, "eval": 80000.0, "setup_s": 5.0, "packed": {2: 30000.0, 4: 24000.0}}
     workers, plan = harvest.choose(missing, b, 400, default_workers=2)
-    assert workers == 1 and [p["rank"] for p in plan] == [0]  # packed, step-100 ERM would not end in time
+    assert workers == 1 and [(p["rank"], p["partial"]) for p in plan] == [(0, False), (1, True)]
     workers, plan = harvest.choose(missing, b, 800, default_workers=2)
-    assert workers == 2 and [p["rank"] for p in plan][:4] == [0, 1, 2, 3]
+    assert workers == 2 and [p["rank"] for p in plan if not p["partial"]][:4] == [0, 1, 2, 3]
     b["packed"] = {}
     workers, _ = harvest.choose(missing, b, 800, default_workers=2)
     assert workers == 2  # nothing measured packed: the default
+
+
+def test_budget_arithmetic_fills_the_window_with_partial_runs_of_the_highest_priority():
+    """issue 27: at the rates the review estimated for an H200 (15k img/s eager, 12k with MFW; 2 packed give 1.4x),
+    a paper step-100 run needs about 420 s and the window is about 400 s. The plan no longer trains exp-100 runs
+    instead: the two top-priority runs train to the window's end and are carried, and every slot is full."""
+    missing = harvest.priority_runs("paper")
+    b = {"eager": 15000.0, "mfw": 12000.0, "eval": 45000.0, "setup_s": 4.0, "packed": {2: 21000.0}}
+    rates = {k: b[k] for k in ("eager", "mfw", "eval", "setup_s")}
+    assert 400 < harvest.estimate_s(missing[0], rates, 1.0) < 480
+    available = 400.0
+    workers, plan = harvest.choose(missing, b, available, default_workers=2)
+    assert [p["rank"] for p in plan] == list(range(workers))  # the highest priority, nothing else
+    assert all(p["partial"] and p["from_epoch"] == 0 and 0 < p["to_epoch"] < 200 for p in plan)
+    assert all(p["end_s"] == available for p in plan)  # the window is filled, slot by slot
+    assert sum(p["est_s"] for p in plan) == pytest.approx(workers * available)
+
+    # the next lease resumes them: their remaining epochs finish, then the next runs in priority order follow,
+    # each slot again filled to the window's end by a partial run
+    done = {p["cfg"].key(): p["to_epoch"] for p in plan}
+    workers2, plan2 = harvest.choose(missing, b, available, default_workers=2, done=done)
+    first = [p for p in plan2 if p["rank"] < workers]
+    assert first and all(not p["partial"] and p["from_epoch"] == done[p["cfg"].key()] for p in first)
+    assert harvest.estimate_s(missing[0], rates, 1.0, done[missing[0].key()]) < 0.6 * available
+    assert [p["rank"] for p in plan2] == list(range(len(plan2)))  # in priority order, no gap
+    ends = sorted(p["end_s"] for p in plan2)
+    assert ends[-1] == available and sum(p["partial"] for p in plan2) >= 1
+    # a run that ends exactly within the window is whole; an estimate that does not is partial
+    for p in plan2:
+        assert p["end_s"] <= available + 1e-9
+        assert p["partial"] == (p["to_epoch"] < p["cfg"].epochs)
+
+
+def test_plan_is_explained():
+    missing = harvest.priority_runs("paper")
+    b = {"eager": 15000.0, "mfw": 12000.0, "eval": 45000.0, "setup_s": 4.0, "packed": {}}
+    workers, plan = harvest.choose(missing, b, 400.0, default_workers=1, done={missing[0].key(): 150})
+    text = harvest.explain(plan, workers, 400.0, 540.0, missing[5:6])
+    assert "resumes at epoch 150/200, finishes" in text
+    assert "is carried to the next lease" in text and "spare:" in text
+    assert "s of the 540 s budget (" in text and "into finished results" in text
 
 
 # ---------------------------------------------------------------- import
