@@ -77,17 +77,19 @@ gpu-check:
 	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
 # HERE, before a lease: record the commit the tree will train with (.procrustes-commit: the copied tree has no
-# .git), put the CIFAR-10 archive into data/, and with CARRY=harvest-carry-....tar (what the last lease returned)
-# make it the checkpoint file the next lease resumes (older ones move to data/harvest-carry-old/). Prints what to run.
+# .git), put the CIFAR-10 archive into data/, and with CARRY="harvest-carry-....tar ..." (the carry file(s) the last
+# lease returned) make them the checkpoints the next lease resumes (older ones move to data/harvest-carry-old/).
+# Prints what to run.
 gpu-prepare:
 	@git rev-parse HEAD | tr -d '\n' > .procrustes-commit; \
 	  if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
 	@test -f data/cifar10-jpeg.tar.gz || cp $(SHARED)/cifar10-jpeg.tar.gz data/
 	@mkdir -p data/harvest-carry
 	@if [ -n "$(CARRY)" ]; then \
+	  for f in $(CARRY); do test -f "$$f" || { echo "gpu-prepare: no carry file $$f" >&2; exit 2; }; done; \
 	  mkdir -p data/harvest-carry-old; \
-	  for f in data/harvest-carry/*.tar; do [ -e "$$f" ] && [ "$$(basename $$f)" != "$$(basename $(CARRY))" ] && mv "$$f" data/harvest-carry-old/; done; \
-	  cp "$(CARRY)" data/harvest-carry/; fi
+	  for f in data/harvest-carry/*.tar; do [ -e "$$f" ] && mv "$$f" data/harvest-carry-old/; done; \
+	  cp $(CARRY) data/harvest-carry/; fi
 	@echo "commit $$(cat .procrustes-commit); checkpoints to resume: $$(ls data/harvest-carry/ | tr '\n' ' ')"
 	@echo "on the lent GPU, one command (timeout 600 s): make gpu-harvest"
 	@echo "  carry: data/cifar10-jpeg.tar.gz data/harvest-carry .procrustes-commit"

@@ -377,6 +377,9 @@ def explain(plan: list[dict], workers: int, available_s: float, budget_s: float,
 
 # one carry file must come back from $OUT (16 MiB a file there): a ResNet-32 checkpoint is about 4 MB
 MAX_CARRY_BYTES = 15 << 20
+# two files hold 7 of them: with the CIFAR-10 archive (20 MB) and the code, what the next lease carries stays
+# within the 64 MiB a command's tree may hold
+CARRY_FILES = 2
 MAX_CHECKPOINT_BYTES = 12 << 20  # an entry of a carry file: a CIFAR ResNet-32 checkpoint (weights, momentum, history)
 CHECKPOINT_KEYS = {"model": dict, "opt": dict, "history": dict, "epoch": int, "wall": (int, float),
                    "train_wall": (int, float), "images": int, "started": str, "commits": list, "config": dict,
@@ -523,44 +526,49 @@ def take_carry(folder: Path, work: Path, wanted: list[RunConfig], data_id) -> di
     return taken
 
 
-def write_carry(out_dir: Path, name: str, work: Path, order: list[str]) -> tuple[Path | None, list[str]]:
+def write_carry(out_dir: Path, name: str, work: Path, order: list[str]) -> tuple[list[Path], list[str]]:
     """Write the checkpoints of the work store's unfinished runs into out_dir/name (a tar, atomically), in the
-    priority `order` (config keys), as many as MAX_CARRY_BYTES holds. (path or None, lines saying what it holds)."""
+    priority `order` (config keys): MAX_CARRY_BYTES a file (what $OUT gives back), a second file NAME-2.tar and so
+    on up to CARRY_FILES, then the least valuable are left out. (the files written, lines saying what they hold)."""
     import torch
 
     rank = {k: i for i, k in enumerate(order)}
     cks = sorted((p for p in work.glob("*/*/checkpoint.pt") if not (p.parent / "result.json").exists()),
                  key=lambda p: rank.get(p.parent.name.split("-")[0], len(rank)))
-    if not cks:
-        return None, []
-    path, tmp = out_dir / name, out_dir / f".{name}.{os.getpid()}.tmp"
-    total, lines = 0, []
-    with tarfile.open(tmp, "w") as tar:
-        for p in cks:
-            try:
-                data = p.read_bytes()  # the trainer renames a new checkpoint into place: never half a file
-                meta = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-                ck = {"epoch": meta["epoch"], "label": RunConfig.from_dict(meta["config"]).label(),
-                      "epochs": meta["config"]["epochs"]}
-            except Exception as e:  # noqa: BLE001
-                lines.append(f"  {p.parent.name}: unreadable checkpoint left out ({type(e).__name__})")
+    files: list[list[tuple[str, bytes]]] = [[]]
+    sizes, lines = [0], []
+    for p in cks:
+        try:
+            data = p.read_bytes()  # the trainer renames a new checkpoint into place: never half a file
+            meta = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            label, ep = RunConfig.from_dict(meta["config"]).label(), f"{meta['epoch']}/{meta['config']['epochs']}"
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"  {p.parent.name}: unreadable checkpoint left out ({type(e).__name__})")
+            continue
+        if sizes[-1] + len(data) + 4096 > MAX_CARRY_BYTES and files[-1]:
+            if len(files) == CARRY_FILES:
+                lines.append(f"  {label} [{p.parent.name}] at epoch {ep}: left out ({CARRY_FILES} carry files of "
+                             f"{MAX_CARRY_BYTES >> 20} MiB are full)")
                 continue
-            if total + len(data) + 4096 > MAX_CARRY_BYTES:
-                lines.append(f"  {ck['label']} [{p.parent.name}] at epoch {ck['epoch']}/{ck['epochs']}: left out "
-                             f"(the carry file holds {MAX_CARRY_BYTES >> 20} MiB)")
-                continue
-            info = tarfile.TarInfo(f"{p.parent.parent.name}/{p.parent.name}/checkpoint.pt")
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-            tar.addfile(info, io.BytesIO(data))
-            total += len(data)
-            lines.append(f"  {ck['label']} [{p.parent.name}]: epoch {ck['epoch']}/{ck['epochs']}")
-    if total == 0:
-        tmp.unlink(missing_ok=True)
-        return None, lines
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path, lines
+            files.append([])
+            sizes.append(0)
+        files[-1].append((f"{p.parent.parent.name}/{p.parent.name}/checkpoint.pt", data))
+        sizes[-1] += len(data)
+        lines.append(f"  {label} [{p.parent.name}]: epoch {ep}")
+    paths = []
+    for i, entries in enumerate(f for f in files if f):
+        path = out_dir / (name if i == 0 else name.replace(".tar", f"-{i + 1}.tar"))
+        tmp = out_dir / f".{path.name}.{os.getpid()}.tmp"
+        with tarfile.open(tmp, "w") as tar:
+            for member, data in entries:
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths, lines
 
 
 # ---------------------------------------------------------------- the run
@@ -685,7 +693,7 @@ class Outputs:
         self.finished: list[tuple[str, str, dict]] = []
         self.carried: list[str] = []
         self.archive: Path | None = None
-        self.carry: Path | None = None
+        self.carry: list[Path] = []
 
     def results(self) -> Path:
         self.finished = _finished(self.work)
@@ -707,10 +715,11 @@ class Outputs:
         if not force and (state == self.carry_seen or now - self.carry_at < self.carry_every_s):
             return
         self.carry_seen, self.carry_at = state, now
-        path, self.carried = write_carry(self.out, self.carry_name, self.work, self.order)
-        if path is None and self.carry is not None and self.carry.exists():
-            self.carry.unlink()  # every carried run has finished since
-        self.carry = path
+        paths, self.carried = write_carry(self.out, self.carry_name, self.work, self.order)
+        for old in self.carry:
+            if old not in paths:
+                old.unlink(missing_ok=True)  # its runs have finished since
+        self.carry = paths
 
 
 def _train(child: subprocess.Popen, plan_path: Path, configs: list[RunConfig], workers: int, device: str,
@@ -940,15 +949,15 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
     say(f"harvest: came back: {len(rows)} finished run(s) of {len(plan)} planned"
         + "".join(f"\n  {f['label']} [{f['key']}]: test error {f['test_error']:.2f}%, wall {f['wall_s']} s "
                   + (f"(estimated {f['est_s']:.0f} s)" if f["est_s"] else "(a spare)") for f in rows)
-        + (f"\n{len(outputs.carried)} checkpoint(s) carried in {outputs.carry}:\n" + "\n".join(outputs.carried)
-           if outputs.carry else "\nno checkpoint to carry"))
+        + (f"\n{len(outputs.carried)} checkpoint(s) carried in {', '.join(map(str, outputs.carry))}:\n"
+           + "\n".join(outputs.carried) if outputs.carry else "\nno checkpoint to carry"))
     trained = sum(r["wall_s"] or 0 for r in rows)
     say(f"harvest: {time.time() - t0:.0f} s of the {budget:.0f} s budget used; finished runs' training wall "
         f"{trained:.0f} s")
     path = outputs.results()
     say(f"harvest: archive {path} ({len(rows)} result(s)); import it with: make harvest-import FILE={path.name}"
-        + (f"\nharvest: for the next lease: copy {outputs.carry.name} into data/harvest-carry/ (remove the older "
-           f"carry files there) and carry that folder" if outputs.carry else ""))
+        + (f"\nharvest: for the next lease: make gpu-prepare CARRY=\"{' '.join(p.name for p in outputs.carry)}\" "
+           f"(from where they came back), and carry data/harvest-carry" if outputs.carry else ""))
     outputs.results()  # with the last lines in its log
     return 0 if rows or outputs.carry else 1
 

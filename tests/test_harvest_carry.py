@@ -69,9 +69,9 @@ def test_stopped_run_carried_and_resumed_is_bit_identical_and_imports(env, monke
     monkeypatch.setattr(train, "stop_requested", lambda: False)
     out = env / "out"
     out.mkdir()
-    path, lines = harvest.write_carry(out, "harvest-carry-smoke-x.tar", env / "work1", [cfg.key()])
-    assert path is not None and "epoch 1/3" in lines[0]
-    with tarfile.open(path) as tar:
+    paths, lines = harvest.write_carry(out, "harvest-carry-smoke-x.tar", env / "work1", [cfg.key()])
+    assert len(paths) == 1 and "epoch 1/3" in lines[0]
+    with tarfile.open(paths[0]) as tar:
         assert tar.getnames() == [f"smoke/{store.run_key(cfg, _data_id(cfg))}/checkpoint.pt"]
 
     # lease 2: takes it back and resumes at epoch 1, checkpointing by time (so only at its last epoch, unsynced)
@@ -93,7 +93,7 @@ def test_stopped_run_carried_and_resumed_is_bit_identical_and_imports(env, monke
     done = harvest.import_archive(archive, env / "store")
     assert len(done["imported"]) == 1
     # the finished run leaves nothing to carry
-    assert harvest.write_carry(out, "again.tar", env / "work2", [cfg.key()]) == (None, [])
+    assert harvest.write_carry(out, "again.tar", env / "work2", [cfg.key()]) == ([], [])
 
 
 @pytest.fixture
@@ -177,6 +177,26 @@ def test_carry_never_replaces_and_takes_the_furthest(env, checkpoint, monkeypatc
     # a checkpoint trained on other data is not taken
     assert harvest.take_carry(folder, env / "work4", [cfg], lambda c: "f" * 16) == {}
     assert "trained on other data" in capsys.readouterr().out
+
+
+def test_carry_files_split_by_size_in_priority_order(env, checkpoint, monkeypatch):
+    name, good = checkpoint
+    cfg = _cfg()
+    order = [c.key() for c in harvest.priority_runs("smoke")[:3]]
+    work = env / "work"
+    for k in order:  # three unfinished runs (the same bytes: write_carry only packs them)
+        (work / "smoke" / f"{k}-0123abcd").mkdir(parents=True)
+        (work / "smoke" / f"{k}-0123abcd" / "checkpoint.pt").write_bytes(good)
+    (work / "smoke" / f"{order[1]}-0123abcd" / "result.json").write_text("{}")  # finished: not carried
+    monkeypatch.setattr(harvest, "MAX_CARRY_BYTES", len(good) + 5000)  # one checkpoint a file
+    paths, lines = harvest.write_carry(env, "harvest-carry-smoke-x.tar", work, order[::-1])
+    assert [p.name for p in paths] == ["harvest-carry-smoke-x.tar", "harvest-carry-smoke-x-2.tar"]
+    with tarfile.open(paths[0]) as tar:
+        assert tar.getnames() == [f"smoke/{order[2]}-0123abcd/checkpoint.pt"]  # order[::-1]: order[2] first
+    monkeypatch.setattr(harvest, "CARRY_FILES", 1)
+    (work / "smoke" / f"{order[1]}-0123abcd" / "result.json").unlink()
+    paths, lines = harvest.write_carry(env, "c.tar", work, order)
+    assert len(paths) == 1 and sum("left out" in line for line in lines) == 2
 
 
 def test_recorded_commit_for_a_tree_without_git(tmp_path, monkeypatch):
