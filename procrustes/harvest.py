@@ -601,7 +601,8 @@ def _train_child(plan_path: str) -> int:
 
         stopped = [c for c, err in e.failures if "no result in the store" in str(err)]
         if stop_requested() and len(stopped) == len(e.failures):
-            print(f"harvest: stopped at the deadline, {len(stopped)} run(s) unfinished (checkpointed)", flush=True)
+            print(f"harvest: stopped at the deadline, {len(stopped)} run(s) unfinished (those that had trained an "
+                  f"epoch left a checkpoint)", flush=True)
             return 0
         print(f"harvest: {e}", flush=True)
         return 1
@@ -952,8 +953,8 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
         + (f"\n{len(outputs.carried)} checkpoint(s) carried in {', '.join(map(str, outputs.carry))}:\n"
            + "\n".join(outputs.carried) if outputs.carry else "\nno checkpoint to carry"))
     trained = sum(r["wall_s"] or 0 for r in rows)
-    say(f"harvest: {time.time() - t0:.0f} s of the {budget:.0f} s budget used; finished runs' training wall "
-        f"{trained:.0f} s")
+    say(f"harvest: {time.time() - (deadline - budget):.0f} s of the {budget:.0f} s budget used ({time.time() - t0:.0f} s "
+        f"since the start); finished runs' training wall {trained:.0f} s")
     path = outputs.results()
     say(f"harvest: archive {path} ({len(rows)} result(s)); import it with: make harvest-import FILE={path.name}"
         + (f"\nharvest: for the next lease: make gpu-prepare CARRY=\"{' '.join(p.name for p in outputs.carry)}\" "

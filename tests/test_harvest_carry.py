@@ -7,6 +7,7 @@ The runs train on a generated 10-class tree in a temporary PROCRUSTES_DATA (no r
 from __future__ import annotations
 
 import io
+import time
 import json
 import tarfile
 from pathlib import Path
@@ -217,3 +218,25 @@ def test_stop_before_start_trains_nothing(env, monkeypatch):
     monkeypatch.setenv("PROCRUSTES_STOP_FILE", str(stop))
     assert train.run(_cfg(), device="cpu", results=env / "w", progress=False) is None
     assert not list((env / "w").rglob("checkpoint.pt"))
+
+
+def test_smoke_budget_scales_with_a_busy_cpu_and_starts_after_the_data(env, monkeypatch, capsys):
+    """issue 25 item 19: on a busy CPU the default smoke budget is 90 s times this CPU's slowdown, counted from
+    when the data are loaded (decoding CIFAR-10 ate 56 s of a fixed 90 s budget before)."""
+    import types
+
+    monkeypatch.setattr(harvest, "cpu_slowdown", lambda seconds=0.3: 3.0)
+    monkeypatch.setattr(harvest, "_start_child", lambda *a, **k: types.SimpleNamespace(poll=lambda: 0))
+    monkeypatch.setattr(store, "collect", lambda queue, root=None: (list(queue), []))  # nothing missing: ends there
+    from procrustes import data as d
+
+    real = d.load_split
+    monkeypatch.setattr(d, "load_split", lambda *a: time.sleep(2) or real(*a))  # a slow data step
+    t0 = time.time()
+    assert harvest.harvest(smoke=True, budget_s=None, t0=t0, out=env / "out", work=None, committed=None) == 1
+    out = capsys.readouterr().out
+    assert "budget 270 s (smoke: 90.0 s x 3.0" in out and "counted from when the data are loaded" in out
+    (archive,) = (env / "out").glob("harvest-smoke-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        summary = json.load(tar.extractfile("harvest-summary.json"))
+    assert summary["budget_s"] == 270
