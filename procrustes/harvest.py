@@ -294,7 +294,7 @@ def plan_runs(missing: list[RunConfig], rates: dict, workers: int, slow: float, 
     """Greedy list scheduling in priority order over `workers` slots (what a process pool does with a FIFO
     queue). A run is planned whole when it ends within available_s in the slot that frees first; otherwise, with
     `partial`, it is planned to train until the window ends (its checkpoint is carried to the next lease) when
-    that gives it at least two epochs, and its slot is then full. done: epochs already checkpointed, by config
+    that gives it at least one epoch, and its slot is then full. done: epochs already checkpointed, by config
     key (a resumed run plans only its remaining epochs). Each entry: rank, cfg, from_epoch, to_epoch (expected),
     partial, est_s (seconds in this window), start_s, end_s, work_s (training seconds, set-up excluded)."""
     done = done or {}
@@ -314,12 +314,12 @@ def plan_runs(missing: list[RunConfig], rates: dict, workers: int, slow: float, 
             continue
         ep = SAFETY * epoch_s(c, rates, slow)
         epochs = int((left - SAFETY * rates["setup_s"]) // ep)
-        if epochs >= 2:
+        if epochs >= 1:
             plan.append({"rank": rank, "cfg": c, "from_epoch": frm, "to_epoch": min(c.epochs - 1, frm + epochs),
                          "partial": True, "est_s": left, "start_s": slots[i], "end_s": available_s,
                          "work_s": left - SAFETY * rates["setup_s"]})
             slots[i] = available_s
-        if all(available_s - s < SAFETY * (rates["setup_s"] + 2 * epoch_s(c, rates, slow)) for s in slots):
+        if all(available_s - s < SAFETY * (rates["setup_s"] + epoch_s(c, rates, slow)) for s in slots):
             break  # every slot is full
     return plan
 
