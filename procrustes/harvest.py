@@ -837,7 +837,7 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
     smoke = profile == "smoke"
     out = out or Path(tempfile.mkdtemp(prefix="procrustes-harvest-out-"))
     out.mkdir(parents=True, exist_ok=True)
-    slowdown = cpu_slowdown() if smoke and budget_s is None else 1.0
+    slowdown = cpu_slowdown() if smoke else 1.0  # scales the smoke budget (unless given) and the smoke caps
     explicit = budget_s is not None
     budget = budget_s if explicit else (SMOKE_BUDGET_S * slowdown if smoke else PAPER_BUDGET_S)
     deadline = t0 + budget
