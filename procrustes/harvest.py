@@ -878,7 +878,7 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
     store.atomic_write_json(plan_path.with_name("check.json"), {"config": ccfg.to_dict(), "device": device,
                                                                 "results": str(plan_path.parent / "check-store")})
     check_path = plan_path.with_name("check-done.json")
-    cap = max(10.0, min(CHECK_CAP_S[profile] * slowdown, 0.15 * budget))
+    cap = max(10.0, min(CHECK_CAP_S[profile] * slowdown, 0.4 * budget))
     while not check_path.exists() and time.time() - t < cap and child.poll() is None:
         time.sleep(0.2)
     if not check_path.exists():

@@ -3,9 +3,9 @@
 `make harvest-import` into a temporary store (never results/).
 
 The smoke run uses a small copy of data/cifar10 (100 training and 50 test images a class), so that each of its
-processes does not spend seconds listing 60,000 files. Its budget is 75 s (HARVEST_TEST_BUDGET_S); on a CPU
-already oversubscribed by other work (load average above 1.5 a core) it is 180 s, because the harvest rightly
-starts no run that its measured speed says would not finish, and the test needs one."""
+processes does not spend seconds listing 60,000 files. Its budget is the harvest's own smoke default, 90 s times
+how much slower than an idle core this CPU runs now, counted from when the data are loaded (issue 25 item 19: a
+fixed budget was flaky on a busy CPU); HARVEST_TEST_BUDGET_S sets an exact one."""
 from __future__ import annotations
 
 import io
@@ -322,21 +322,21 @@ def small_cifar(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def smoke_archive(small_cifar, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, float]:
     tmp = tmp_path_factory.mktemp("harvest-smoke")
-    busy = os.getloadavg()[0] / (os.cpu_count() or 1) > 1.5
-    budget = os.environ.get("HARVEST_TEST_BUDGET_S", "180" if busy else "75")
+    # the harvest's own smoke budget: 90 s x this CPU's slowdown, from the data's end (HARVEST_TEST_BUDGET_S: exact)
+    budget = os.environ.get("HARVEST_TEST_BUDGET_S", "")
     env = cli_env(PROCRUSTES_DATA=str(small_cifar), PROCRUSTES_RESULTS=str(tmp / "committed"), OUT=str(tmp / "out"),
                   HARVEST_BUDGET_S=budget, OMP_NUM_THREADS="1")
     cmd = (["make", "-s", "gpu-harvest", "SMOKE=1"] if shutil.which("make")
            else ["bash", "scripts/gpu_harvest.sh", "--smoke"])
     t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=300)
+    p = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=1200)
     wall = time.perf_counter() - t
     archives = sorted((tmp / "out").glob("harvest-smoke-*.tar.gz"))
     assert len(archives) == 1, p.stdout[-3000:] + p.stderr[-3000:]
     too_slow = ("plan: 0 run(s)" in p.stdout or "bench not done within" in p.stdout) and p.returncode != 0
     if too_slow:  # the estimate gate worked; this CPU is too busy to train one smoke run within the budget
         bench = next((line for line in p.stdout.splitlines() if line.startswith("bench:")), "no bench line")
-        pytest.skip(f"CPU too busy for the {budget} s smoke budget ({wall:.0f} s): {bench}")
+        pytest.skip(f"CPU too busy for the {budget or 'default'} smoke budget ({wall:.0f} s): {bench}")
     return archives[0], p, wall
 
 
