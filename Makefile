@@ -94,7 +94,7 @@ gpu-prepare:
 	@echo "on the lent GPU, one command (timeout 600 s): make gpu-harvest"
 	@echo "  carry: data/cifar10-jpeg.tar.gz data/harvest-carry .procrustes-commit"
 	@echo "back here: make harvest-import FILE=<OUT>/harvest-paper-<stamp>.tar.gz, commit results/paper,"
-	@echo "  then make gpu-prepare CARRY=<OUT>/harvest-carry-paper-<stamp>.tar before the next lease"
+	@echo "  then make gpu-prepare CARRY=\"<OUT>/harvest-carry-paper-<stamp>*.tar\" before the next lease"
 
 # ON the lent GPU, the one command of a lease (timeout 600 s; `make gpu-prepare` here first): within
 # HARVEST_BUDGET_S (540 s) a short GPU check, the bench, the printed plan, the most valuable missing paper runs
