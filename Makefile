@@ -12,7 +12,7 @@ NOTEBOOKS := $(filter-out notebooks/08_%,$(sort $(wildcard notebooks/[0-9][0-9]_
 TRAIN ?= 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data figures reproduce test unit nbval bench gpu-check gpu-harvest harvest-import
+.PHONY: help setup data figures reproduce test lint unit nbval bench gpu-check gpu-prepare gpu-harvest harvest-import
 
 help: ## this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -55,7 +55,10 @@ endif
 reproduce: ## on a GPU box: train what the paper profile lacks (resumable), then regenerate its figures
 	$(MAKE) figures PROFILE=paper TRAIN=1 DEVICE=$(if $(filter auto,$(DEVICE)),cuda,$(DEVICE))
 
-test: setup data unit nbval ## unit tests and nbval over the notebooks: what CI runs
+test: setup data lint unit nbval ## ruff, unit tests and nbval over the notebooks: what CI runs
+
+lint: setup ## ruff over the package and the tests (pyproject.toml: line length 140, pycodestyle + pyflakes)
+	$(VENV)/bin/ruff check procrustes tests scripts
 
 unit: setup ## unit tests only
 	$(PY) -m pytest tests -q
@@ -69,13 +72,38 @@ bench: setup data ## training speed: ours against the reference pipeline in one 
 	$(PY) -m procrustes bench --device $(DEVICE) $(BENCH_ARGS)
 
 # No `setup` prerequisite: a GPU machine without internet has torch in its python3 already.
-# SMOKE=1: the CPU smoke form (seconds).
-gpu-check: ## (GPU box) a short GPU check; SMOKE=1 on a CPU
+# A standalone check of a lent GPU (about 3 minutes: bench against the reference pipeline, a 3-epoch eager paper
+# run, a short packing bench); `make gpu-harvest` runs its own short check first, so a harvest lease needs no
+# gpu-check. SMOKE=1: the CPU smoke form (seconds).
+gpu-check: ## (GPU box) a standalone check of a lent GPU (about 3 min; gpu-harvest runs its own short one); SMOKE=1 on a CPU
 	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
-# Train the most valuable missing paper runs within a GPU lease (HARVEST_BUDGET_S, default 540 s) and write one
-# archive of their results into $OUT (no `setup`: see gpu-check). SMOKE=1: the CPU smoke form (about 90 s).
-gpu-harvest: ## (GPU box, one command a lease) train the most valuable missing paper runs into the OUT folder; SMOKE=1 on a CPU
+# HERE, before a lease: record the commit the tree will train with (.procrustes-commit: the copied tree has no
+# .git), put the CIFAR-10 archive into data/, and with CARRY="harvest-carry-....tar ..." (the carry file(s) the last
+# lease returned) make them the checkpoints the next lease resumes (older ones move to data/harvest-carry-old/).
+# Prints what to run.
+gpu-prepare: ## HERE, before a lease: record the commit, stage the data and the carried checkpoints (CARRY=...)
+	@git rev-parse HEAD | tr -d '\n' > .procrustes-commit; \
+	  if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
+	@test -f data/cifar10-jpeg.tar.gz || cp $(SHARED)/cifar10-jpeg.tar.gz data/
+	@mkdir -p data/harvest-carry
+	@if [ -n "$(CARRY)" ]; then \
+	  for f in $(CARRY); do test -f "$$f" || { echo "gpu-prepare: no carry file $$f" >&2; exit 2; }; done; \
+	  mkdir -p data/harvest-carry-old; \
+	  for f in data/harvest-carry/*.tar; do [ -e "$$f" ] && mv "$$f" data/harvest-carry-old/; done; \
+	  cp $(CARRY) data/harvest-carry/; fi
+	@echo "commit $$(cat .procrustes-commit); checkpoints to resume: $$(ls data/harvest-carry/ | tr '\n' ' ')"
+	@echo "on the lent GPU, one command (timeout 600 s): make gpu-harvest"
+	@echo "  carry: data/cifar10-jpeg.tar.gz data/harvest-carry .procrustes-commit"
+	@echo "back here: make harvest-import FILE=<OUT>/harvest-paper-<stamp>.tar.gz, commit results/paper,"
+	@echo "  then make gpu-prepare CARRY=\"<OUT>/harvest-carry-paper-<stamp>*.tar\" before the next lease"
+
+# ON the lent GPU, the one command of a lease (timeout 600 s; `make gpu-prepare` here first): within
+# HARVEST_BUDGET_S (540 s) a short GPU check, the bench, the printed plan, the most valuable missing paper runs
+# (whole where they fit, else carried), and into $OUT: harvest-console.log, the results archive (rewritten as
+# each run finishes) and the carry file of unfinished runs' checkpoints. SMOKE=1: the CPU smoke form (90 s x how
+# busy the CPU is).
+gpu-harvest: ## (GPU box, the one command of a lease) train the most valuable missing paper runs into the OUT folder; SMOKE=1 on a CPU
 	bash scripts/gpu_harvest.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
 # Import a harvest archive into results/ (every entry checked first; nothing stored is ever replaced).

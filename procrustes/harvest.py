@@ -1,15 +1,26 @@
-"""Harvest: train the most valuable missing paper-profile runs within a short GPU lease, bring back one archive,
-and import it into the committed result store.
+"""Harvest: turn every minute of a short GPU lease into committed results: train the most valuable missing
+paper-profile runs, bring back an archive of results and a file of the unfinished runs' checkpoints, import the
+one into the committed store and give the other to the next lease.
 
-Why: a lent GPU gives about 9 minutes of compute, with no internet and no ssh; what comes back is a few files.
-So `python -m procrustes.harvest run` (`make gpu-harvest`) measures the training speed there, trains only the
-runs its estimate says will finish within the budget (packed, several processes on the one GPU), and writes ONE
-tar.gz of their result.json files (no weights, no checkpoints). `python -m procrustes.harvest import FILE`
-(`make harvest-import FILE=...`) checks every entry before writing any, never replaces a stored result, and
-writes atomically. Selection skips what the committed store already holds, so a second harvest continues.
+Why: a lent GPU gives about 15 minutes of device time, machine start included, 600 s a command, no internet, no
+ssh; what comes back is what the command left in $OUT (8 files at most, 16 MiB each). So `python -m
+procrustes.harvest run` (`make gpu-harvest`), in one command: loads CIFAR-10 (decoded in parallel), takes back
+the checkpoints earlier leases carried (data/harvest-carry/*.tar, each checked before anything is written),
+runs a GPU check (a few eager epochs of the first missing run through the whole trainer, seconds), measures the
+training speed in fresh processes (eager, MFW, packed, evaluation; no compile probe while the runs train
+eager), plans the runs in priority order (whole where they end in the window, else the most valuable ones to
+the window's end, to be finished by a later lease), prints the plan with its expected finish times, and trains
+them packed on the GPU. Its archive harvest-<profile>-<stamp>.tar.gz of result.json files (plus harvest.log and
+harvest-summary.json) is in $OUT from the first seconds and rewritten atomically each time a run finishes; the
+carry file harvest-carry-<profile>-<stamp>.tar of the unfinished runs' checkpoints is rewritten as they move on;
+near the deadline the runs are asked to checkpoint at the end of their epoch and stop. A kill at any moment
+leaves the last complete archive, carry file and the console log (scripts/gpu_harvest.sh tees it into $OUT).
+`python -m procrustes.harvest import FILE` (`make harvest-import FILE=...`) checks every entry completely before
+writing any, writes all or none, and never replaces a stored result. Selection skips what the committed store
+already holds, so the next harvest continues.
 
 Imports only torch, numpy, PIL, tqdm and this package: the GPU machine's python has nothing else.
-`--smoke` runs the same path on the CPU at smoke-profile size (tests; about 90 s)."""
+`--smoke` runs the same path on the CPU at smoke-profile size (tests; 90 s scaled by how busy the CPU is)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +36,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +52,21 @@ HARVEST_COMPILE = "off"
 # candidate for a launch-bound ResNet-32 on a large GPU that no GPU here has measured yet; compile="auto" keeps
 # torch's default mode until this number says otherwise (procrustes.train.AUTO_COMPILE_MODE)
 HARVEST_COMPILE_MODE = "reduce-overhead"
-SAFETY = 1.15  # estimates are multiplied by this: a run that overshoots the budget is killed and lost
-ARCHIVE_RESERVE_S = {"paper": 15.0, "smoke": 5.0}  # kept at the end of the budget to stop the runs, write the archive
-# smoke runs, smaller still than the smoke profile (one epoch, tiny evaluations), so that a CPU shared with other
-# work trains one within the smoke budget; step-100 needs the profile's 100 images a major class (1 a minor one)
-SMOKE_OVERRIDES = {"epochs": 1, "eval_per_class": 5, "test_per_class": 10, "clean_per_class": 5}
+SAFETY = 1.15  # estimates are multiplied by this: a whole run planned for the window must end in it
+PAPER_BUDGET_S = 540.0  # of a 600 s command: the rest for the machine's python start and slack
+SMOKE_BUDGET_S = 90.0  # on an idle CPU; scaled by cpu_slowdown() and counted from the data's end
+ARCHIVE_RESERVE_S = {"paper": 10.0, "smoke": 3.0}  # kept at the end of the budget to stop the runs, write the files
+CHECKPOINT_EVERY_S = {"paper": 30.0, "smoke": 0.0}  # the runs' checkpoints (and one at a stop): $PROCRUSTES_CHECKPOINT_S
+CARRY_EVERY_S = {"paper": 60.0, "smoke": 2.0}  # the carry file in $OUT is rewritten at most this often (and at the end)
+CHECK_EPOCHS = {"paper": 2, "smoke": 1}  # the GPU check's run
+CHECK_CAP_S = {"paper": 60.0, "smoke": 30.0}
+# smoke runs, smaller still than the smoke profile (three epochs, tiny evaluations), so that a CPU shared with
+# other work trains one within the smoke budget, and a run can be stopped and resumed between epochs;
+# step-100 needs the profile's 100 images a major class (1 a minor one)
+# ($HARVEST_SMOKE_EPOCHS sets the epochs: longer smoke runs that a short budget leaves unfinished)
+SMOKE_OVERRIDES = {"epochs": int(os.environ.get("HARVEST_SMOKE_EPOCHS") or 3), "eval_per_class": 5,
+                   "test_per_class": 10, "clean_per_class": 5}
+SPARES_A_WORKER = 4  # runs queued after the plan, for workers that the estimates leave idle before the stop
 LOG: list[str] = []
 
 
@@ -65,21 +87,130 @@ def expected_key(result: dict) -> str:
     return store.run_key(cfg, data["id"]) if data else cfg.key()
 
 
+# what a harvest archive may hold: a real result.json is well under 1 MB (a paper-profile CIFAR-10 run, 200 epochs
+# of per-class history, is about 0.3 MB; CIFAR-100 about 3 MB); each entry's size is read from its tar header and
+# an entry above the cap is refused before a byte of it is decompressed
+MAX_RESULT_BYTES = 4 << 20
+MAX_MEMBERS = 20_000  # the whole paper grid is a few hundred runs
+MAX_JSON_DEPTH = 16  # a result nests 4 levels deep; deeper is not a result (and deep enough breaks the parser)
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "feature_grad", "pred_major_share", "weakened_share",
+                "test_acc", "test_top1", "seconds", "train_acc_clean", "pred_major_share_clean")
+
+
+def _num(x: Any, lo: float = -math.inf, hi: float = math.inf) -> bool:
+    """A finite int or float (not a bool) in [lo, hi]."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and lo <= x <= hi
+
+
+def _int(x: Any, lo: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+def json_depth(obj: Any) -> int:
+    """How deeply lists and dicts nest in a parsed JSON value (iterative: no recursion limit to hit)."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        o, d = todo.pop()
+        if isinstance(o, (list, dict)):
+            deepest = max(deepest, d)
+            if d <= MAX_JSON_DEPTH:
+                todo.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """JSON from bytes, or ValueError in one line (bad UTF-8, bad JSON, nested too deeply)."""
+    try:
+        obj = json.loads(data.decode())
+    except RecursionError:
+        raise ValueError(f"{what}: JSON nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{what}: damaged json ({str(e)[:80]})") from None
+    if json_depth(obj) > MAX_JSON_DEPTH:
+        raise ValueError(f"{what}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return obj
+
+
+def _check_summary(s: dict, cfg: RunConfig) -> None:
+    """ValueError naming the first field of a result's summary that has the wrong type or an impossible value."""
+    def need(ok: bool, field: str, what: str) -> None:
+        if not ok:
+            raise ValueError(f"summary.{field} {str(s.get(field))[:40]!r} is not {what}")
+
+    need(_num(s.get("test_error"), 0, 100), "test_error", "a number in [0, 100]")
+    need(_num(s.get("test_acc"), 0, 1), "test_acc", "a number in [0, 1]")
+    need(abs(s["test_error"] - 100 * (1 - s["test_acc"])) < 1e-6, "test_error", "100 x (1 - test_acc)")
+    need(_num(s.get("top5_error"), 0, s["test_error"] + 1e-6), "top5_error", "a number in [0, test_error]")
+    need(s.get("best_epoch_test_acc") is None or _num(s["best_epoch_test_acc"], 0, 1), "best_epoch_test_acc",
+         "null or a number in [0, 1]")
+    counts = s.get("train_counts")
+    need(isinstance(counts, list) and len(counts) >= 2 and all(_int(c, 1) for c in counts), "train_counts",
+         "a list of positive class counts")
+    if cfg.dataset != "imagefolder" and cfg.imbalance != "none":
+        from .data import benchmark_counts
+
+        need(counts == benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class), "train_counts",
+             "the counts its config asks for")
+    C = len(counts)
+    per = s.get("test_acc_per_class")
+    need(isinstance(per, list) and len(per) == C and all(_num(a, 0, 1) for a in per), "test_acc_per_class",
+         f"a list of {C} numbers in [0, 1]")
+    classes = s.get("classes")
+    need(isinstance(classes, list) and len(classes) == C and all(isinstance(c, str) for c in classes), "classes",
+         f"a list of {C} class names")
+    need(_int(s.get("test_images"), 1), "test_images", "a positive integer")
+    groups = s.get("groups")
+    need(isinstance(groups, dict) and all(isinstance(v, list) and all(_int(c) and c < C for c in v)
+                                          for v in groups.values()), "groups", "class lists by group")
+    gacc = s.get("group_test_acc")
+    need(isinstance(gacc, dict) and all(v is None or _num(v, 0, 1) for v in gacc.values()), "group_test_acc",
+         "null or numbers in [0, 1] by group")
+
+
+def _check_history(h: Any, cfg: RunConfig) -> None:
+    if not isinstance(h, dict):
+        raise ValueError("no history")
+    for k in HISTORY_KEYS:
+        v = h.get(k)
+        if not isinstance(v, list) or len(v) != cfg.epochs:
+            raise ValueError(f"history.{k} is not a list of {cfg.epochs} epochs")
+        flat = [x for row in v for x in (row if isinstance(row, list) else [row])]
+        if not all(_num(x) for x in flat):
+            raise ValueError(f"history.{k} holds something other than finite numbers")
+    if h["epoch"] != list(range(1, cfg.epochs + 1)):
+        raise ValueError("history.epoch is not 1..epochs")
+    if not all(_num(x, 0, 1) for x in h["test_top1"]):
+        raise ValueError("history.test_top1 is not in [0, 1]")
+
+
+def _check_provenance(p: Any) -> None:
+    if not isinstance(p, dict):
+        raise ValueError("no provenance")
+    for k in ("git_commit", "device", "torch", "precision"):
+        if not isinstance(p.get(k), str):
+            raise ValueError(f"provenance.{k} is not a string")
+    for k in ("wall_s", "train_images_per_s"):
+        if not _num(p.get(k), 0):
+            raise ValueError(f"provenance.{k} {str(p.get(k))[:40]!r} is not a number >= 0")
+
+
 def check_result(result: Any, profile: str, folder: str) -> RunConfig:
     """ValueError saying why `result` (parsed from <profile>/<folder>/result.json) is not a finished, consistent
-    result that may enter the store; its config otherwise."""
+    result that may enter the store; its config otherwise. Checks every field the notebooks, tables and claims
+    read, its type and its range (errors in [0, 100], accuracies in [0, 1], one history entry an epoch, ...)."""
     if not isinstance(result, dict) or not isinstance(result.get("summary"), dict):
         raise ValueError("not a finished result (no summary)")
     if not isinstance(result.get("config"), dict):
         raise ValueError("no config")
     data = result.get("data")
-    if data is not None and not (isinstance(data, dict) and isinstance(data.get("id"), str) and len(data["id"]) >= 8):
+    if not (isinstance(data, dict) and isinstance(data.get("id"), str) and len(data["id"]) >= 8
+            and all(ch in "0123456789abcdef" for ch in data["id"])):
         raise ValueError("its data record has no content id")
     try:
         cfg = RunConfig.from_dict(result["config"])
         validate(cfg)
         key = expected_key(result)
-    except (ConfigError, TypeError, KeyError, AttributeError) as e:
+    except (ConfigError, TypeError, KeyError, AttributeError, ValueError) as e:
         raise ValueError(f"unreadable or impossible config ({type(e).__name__}: {str(e)[:80]})") from None
     if result.get("key") != key:
         raise ValueError(f"key {result.get('key')!r} does not match its config and data ({key})")
@@ -87,6 +218,9 @@ def check_result(result: Any, profile: str, folder: str) -> RunConfig:
         raise ValueError(f"folder {folder!r} does not match its key ({key})")
     if cfg.profile != profile:
         raise ValueError(f"profile {cfg.profile!r} stored under {profile!r}")
+    _check_summary(result["summary"], cfg)
+    _check_history(result.get("history"), cfg)
+    _check_provenance(result.get("provenance"))
     return cfg
 
 
@@ -137,53 +271,324 @@ def images(cfg: RunConfig) -> tuple[int, int, int]:
     return sum(counts), per(cfg.eval_per_class) + clean, per(cfg.test_per_class) + clean
 
 
-def estimate_s(cfg: RunConfig, rates: dict, slow: float) -> float:
-    """Seconds one run takes: epochs x (train images / img/s + evaluated images / eval img/s) + set-up, where
-    img/s is the eager rate (MFW's for a mixing method) x slow (the per-run share when packed), times SAFETY."""
-    n, ev, last = images(cfg)
+def epoch_s(cfg: RunConfig, rates: dict, slow: float, last: bool = False) -> float:
+    """Seconds of one epoch (training, then its evaluations), without SAFETY: train images / img/s + evaluated
+    images / eval img/s, where img/s is the eager rate (MFW's for a mixing method) x slow (the per-run share
+    when packed)."""
+    n, ev, fin = images(cfg)
     train = (rates["mfw"] or rates["eager"]) if cfg.mixer else rates["eager"]
     r, e = train * slow, (rates["eval"] or 3 * rates["eager"]) * slow
-    return SAFETY * (rates["setup_s"] + cfg.epochs * n / r + ((cfg.epochs - 1) * ev + last) / e + 0.05 * cfg.epochs)
+    return n / r + (fin if last else ev) / e + 0.05
 
 
-def plan_runs(missing: list[RunConfig], rates: dict, workers: int, slow: float, available_s: float) -> list[dict]:
+def estimate_s(cfg: RunConfig, rates: dict, slow: float, from_epoch: int = 0) -> float:
+    """Seconds one run takes from its checkpoint at `from_epoch` (0: from scratch) to its end: set-up + its
+    remaining epochs (epoch_s), times SAFETY."""
+    left = cfg.epochs - from_epoch
+    body = (left - 1) * epoch_s(cfg, rates, slow) + epoch_s(cfg, rates, slow, last=True) if left > 0 else 0.0
+    return SAFETY * (rates["setup_s"] + body)
+
+
+def plan_runs(missing: list[RunConfig], rates: dict, workers: int, slow: float, available_s: float,
+              done: dict[str, int] | None = None, partial: bool = True) -> list[dict]:
     """Greedy list scheduling in priority order over `workers` slots (what a process pool does with a FIFO
-    queue): a run is planned when it ends within available_s in the slot that frees first."""
+    queue). A run is planned whole when it ends within available_s in the slot that frees first; otherwise, with
+    `partial`, it is planned to train until the window ends (its checkpoint is carried to the next lease) when
+    that gives it at least one epoch, and its slot is then full. done: epochs already checkpointed, by config
+    key (a resumed run plans only its remaining epochs). Each entry: rank, cfg, from_epoch, to_epoch (expected),
+    partial, est_s (seconds in this window), start_s, end_s, work_s (training seconds, set-up excluded)."""
+    done = done or {}
     slots, plan = [0.0] * workers, []
     for rank, c in enumerate(missing):
-        est = estimate_s(c, rates, slow)
         i = min(range(workers), key=slots.__getitem__)
-        if slots[i] + est <= available_s:
+        left = available_s - slots[i]
+        frm = done.get(c.key(), 0)
+        est = estimate_s(c, rates, slow, frm)
+        if est <= left:
+            plan.append({"rank": rank, "cfg": c, "from_epoch": frm, "to_epoch": c.epochs, "partial": False,
+                         "est_s": est, "start_s": slots[i], "end_s": slots[i] + est,
+                         "work_s": est - SAFETY * rates["setup_s"]})
             slots[i] += est
-            plan.append({"rank": rank, "cfg": c, "est_s": est, "end_s": slots[i]})
+            continue
+        if not partial:
+            continue
+        ep = SAFETY * epoch_s(c, rates, slow)
+        epochs = int((left - SAFETY * rates["setup_s"]) // ep)
+        if epochs >= 1:
+            plan.append({"rank": rank, "cfg": c, "from_epoch": frm, "to_epoch": min(c.epochs - 1, frm + epochs),
+                         "partial": True, "est_s": left, "start_s": slots[i], "end_s": available_s,
+                         "work_s": left - SAFETY * rates["setup_s"]})
+            slots[i] = available_s
+        if all(available_s - s < SAFETY * (rates["setup_s"] + epoch_s(c, rates, slow)) for s in slots):
+            break  # every slot is full
     return plan
 
 
-def choose(missing: list[RunConfig], b: dict, available_s: float, default_workers: int) -> tuple[int, list[dict]]:
-    """The worker count whose plan trains the highest-priority runs (compared rank by rank, then more runs),
-    among 1 and each measured packed count; with no packed measurement, `default_workers`."""
+def plan_score(plan: list[dict]) -> tuple:
+    """What `choose` compares (smaller is better): first the ranks of the runs that finish, in priority order
+    (finishing a more valuable run beats any number of less valuable ones), then the training seconds the plan
+    turns into results or carried checkpoints (more is better)."""
+    finished = tuple(p["rank"] for p in plan if not p["partial"]) + (math.inf,)
+    return finished, -round(sum(p["work_s"] * p.get("speed", 1.0) for p in plan), 6)
+
+
+def choose(missing: list[RunConfig], b: dict, available_s: float, default_workers: int,
+           done: dict[str, int] | None = None, partial: bool = True) -> tuple[int, list[dict]]:
+    """The worker count whose plan scores best (plan_score), among 1 and each measured packed count; with no
+    packed measurement, `default_workers`."""
     rates = {"eager": b["eager"], "mfw": b["mfw"], "eval": b["eval"], "setup_s": b["setup_s"]}
     options = {1: 1.0} if b["packed"] else {default_workers: 1.0 / default_workers}
     options.update({k: v / k / b["eager"] for k, v in b["packed"].items()})
     best = None
     for w, slow in sorted(options.items()):
-        plan = plan_runs(missing, rates, w, min(1.0, slow), available_s)
-        score = tuple(p["rank"] for p in plan) + (math.inf,)
+        plan = plan_runs(missing, rates, w, min(1.0, slow), available_s, done, partial)
+        for p in plan:
+            p["speed"] = min(1.0, slow)  # a packed run's seconds count at its share of the GPU
+        score = plan_score(plan)
         if best is None or score < best[0]:
             best = (score, w, plan)
     return best[1], best[2]
+
+
+def explain(plan: list[dict], workers: int, available_s: float, budget_s: float, spares: list[RunConfig]) -> str:
+    """The plan in words: each run (resumed or not, whole or to be carried), its expected end, and how much of
+    the lease it expects to turn into results."""
+    lines = [f"plan: {len(plan)} run(s) on {workers} worker(s) within {available_s:.0f} s of training window"]
+    for p in plan:
+        c = p["cfg"]
+        what = (f"resumes at epoch {p['from_epoch']}/{c.epochs}" if p["from_epoch"] else "starts") + (
+            f", trains to about epoch {p['to_epoch']} and is carried to the next lease" if p["partial"]
+            else ", finishes")
+        lines.append(f"  #{p['rank']} {c.label()} [{c.key()}]: {what}; from ~{p['start_s']:.0f} s to "
+                     f"~{p['end_s']:.0f} s of the window")
+    for c in spares:
+        lines.append(f"  spare: {c.label()} [{c.key()}]: starts only if a worker is idle before the stop")
+    fin = sum(p["work_s"] for p in plan if not p["partial"]) / workers  # wall seconds the GPU trains them
+    car = sum(p["work_s"] for p in plan if p["partial"]) / workers
+    lines.append(f"expected: {sum(not p['partial'] for p in plan)} finished result(s), "
+                 f"{sum(p['partial'] for p in plan)} run(s) carried to the next lease; the GPU trains for ~{fin + car:.0f} s "
+                 f"of the {budget_s:.0f} s budget ({100 * (fin + car) / budget_s:.0f}%: ~{fin:.0f} s into finished "
+                 f"results, ~{car:.0f} s into carried checkpoints; the rest: start, data, check, bench, set-ups, stop "
+                 f"and archives)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- checkpoints carried from one lease to the next
+
+# one carry file must come back from $OUT (16 MiB a file there): a ResNet-32 checkpoint is about 4 MB
+MAX_CARRY_BYTES = 15 << 20
+# two files hold 7 of them: with the CIFAR-10 archive (20 MB) and the code, what the next lease carries stays
+# within the 64 MiB a command's tree may hold
+CARRY_FILES = 2
+MAX_CHECKPOINT_BYTES = 12 << 20  # an entry of a carry file: a CIFAR ResNet-32 checkpoint (weights, momentum, history)
+CHECKPOINT_KEYS = {"model": dict, "opt": dict, "history": dict, "epoch": int, "wall": (int, float),
+                   "train_wall": (int, float), "images": int, "started": str, "commits": list, "config": dict,
+                   "data": dict, "precision": str, "rng": dict}
+
+
+def carry_dir() -> Path:
+    """Where a harvest finds the carry files of earlier leases: $HARVEST_CARRY, else data/harvest-carry/ (copy the
+    harvest-carry-*.tar that a lease returned there, and name the folder in the device tool's `carry`)."""
+    from .data import default_data_dir
+
+    env = os.environ.get("HARVEST_CARRY")
+    return Path(env) if env else default_data_dir() / "harvest-carry"
+
+
+def check_checkpoint(data: bytes, profile: str, folder: str) -> tuple[RunConfig, dict]:
+    """(config, checkpoint) of a carried checkpoint.pt, or ValueError saying why it may not be resumed. Loaded
+    with weights_only=True (tensors and plain containers only: no code runs), on the CPU; its config must be
+    valid and of `profile`, `folder` its key on its data, its epoch within the run, its history one entry an
+    epoch of finite numbers, its weights finite and loadable into the model its config builds (strict), and its
+    optimizer state loadable into that model's optimizer."""
+    import torch
+
+    try:
+        ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (torch raises many types for a damaged or foreign file)
+        raise ValueError(f"not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
+    if not isinstance(ck, dict):
+        raise ValueError("not a checkpoint of this trainer")
+    for k, t in CHECKPOINT_KEYS.items():
+        if not isinstance(ck.get(k), t) or isinstance(ck.get(k), bool):
+            raise ValueError(f"its {k!r} is missing or of the wrong type")
+    if not isinstance(ck.get("gen"), torch.Tensor) or ck["gen"].dtype != torch.uint8:
+        raise ValueError("its generator state is not a byte tensor")
+    if ck["precision"] not in ("bf16", "fp32"):
+        raise ValueError(f"unknown precision {ck['precision']!r}")
+    try:
+        cfg = RunConfig.from_dict(ck["config"])
+        validate(cfg)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ValueError(f"unreadable or impossible config ({str(e)[:80]})") from None
+    did = ck["data"].get("id")
+    if not (isinstance(did, str) and len(did) >= 8 and all(ch in "0123456789abcdef" for ch in did)):
+        raise ValueError("its data record has no content id")
+    if cfg.profile != profile:
+        raise ValueError(f"profile {cfg.profile!r} stored under {profile!r}")
+    if folder != store.run_key(cfg, did):
+        raise ValueError(f"folder {folder!r} does not match its key ({store.run_key(cfg, did)})")
+    if not 1 <= ck["epoch"] < cfg.epochs:
+        raise ValueError(f"epoch {ck['epoch']} is not within 1..{cfg.epochs - 1}")
+    h = ck["history"]
+    for k in HISTORY_KEYS:
+        v = h.get(k)
+        flat = [x for row in v for x in (row if isinstance(row, list) else [row])] if isinstance(v, list) else None
+        if flat is None or len(v) != ck["epoch"] or not all(_num(x) for x in flat):
+            raise ValueError(f"history.{k} is not {ck['epoch']} epochs of finite numbers")
+    if h["epoch"] != list(range(1, ck["epoch"] + 1)):
+        raise ValueError("history.epoch is not 1..epoch")
+    if not all(_num(ck[k], 0) for k in ("wall", "train_wall", "images")):
+        raise ValueError("negative wall, train_wall or images")
+    if not all(isinstance(c, str) for c in ck["commits"]):
+        raise ValueError("its commits are not strings")
+    from .data import benchmark_counts
+    from .losses import Criterion
+    from .train import make_model, make_optimizer
+
+    counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
+    try:
+        model = make_model(cfg, len(counts), Criterion(cfg.loss, counts, device="cpu").uses_cosine, torch.device("cpu"))
+        model.load_state_dict(ck["model"], strict=True)
+        make_optimizer(model, cfg, torch.device("cpu")).load_state_dict(ck["opt"])
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"its weights or optimizer state do not fit its model ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:80] if str(e) else ''})") from None
+    if not all(torch.isfinite(t).all() for t in ck["model"].values() if t.is_floating_point()):
+        raise ValueError("its weights are not finite")
+    return cfg, ck
+
+
+def read_carry(path: Path) -> list[tuple[str, str, bytes, RunConfig, dict]]:
+    """(profile, folder, bytes, config, checkpoint) of every checkpoint in a carry file, all checked; ValueError
+    naming the first bad entry (then none of them may be taken)."""
+    entries, seen = [], set()
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for m in _members(tar, MAX_CHECKPOINT_BYTES):
+                if m.name in ("carry.json",):
+                    continue
+                parts = m.name.split("/")
+                if len(parts) != 3 or parts[2] != "checkpoint.pt" or parts[0] not in PROFILES:
+                    raise ValueError(f"{m.name}: not <profile>/<key>/checkpoint.pt")
+                if m.name in seen:
+                    raise ValueError(f"{m.name}: twice in the file")
+                seen.add(m.name)
+                data = tar.extractfile(m).read(MAX_CHECKPOINT_BYTES + 1)
+                if len(data) > MAX_CHECKPOINT_BYTES:
+                    raise ValueError(f"{m.name}: more than {MAX_CHECKPOINT_BYTES} bytes")
+                try:
+                    cfg, ck = check_checkpoint(data, parts[0], parts[1])
+                except ValueError as e:
+                    raise ValueError(f"{m.name}: {e}") from None
+                entries.append((parts[0], parts[1], data, cfg, ck))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"damaged carry file ({type(e).__name__}: {str(e)[:100]})") from None
+    return entries
+
+
+def take_carry(folder: Path, work: Path, wanted: list[RunConfig], data_id) -> dict[str, int]:
+    """Put the checkpoints that earlier leases carried (every *.tar in `folder`) into the work store, so that
+    their runs resume: only runs in `wanted` (still missing from the committed store), trained on these data
+    (`data_id(cfg)`: the content id of cfg's data here); of several checkpoints of one run, the furthest.
+    Every file is checked completely before anything
+    is written; a bad file is refused in one line and its runs start over. Nothing stored is replaced. Returns
+    {config key: epoch} of what was taken."""
+    files = sorted(folder.glob("*.tar")) if folder.is_dir() else []
+    if not files:
+        return {}
+    keys = {c.key() for c in wanted}
+    best: dict[str, tuple[int, str, str, bytes, RunConfig, str]] = {}
+    for f in files:
+        try:
+            entries = read_carry(f)
+        except ValueError as e:
+            say(f"harvest: carry file {f} refused: {e}; its runs start over")
+            continue
+        for profile, fold, data, cfg, ck in entries:
+            if cfg.key() not in keys:
+                say(f"harvest: carried {cfg.label()} [{fold}] at epoch {ck['epoch']} not taken: already committed "
+                    f"or not in this harvest's list")
+            elif ck["data"]["id"] != data_id(cfg):
+                say(f"harvest: carried {cfg.label()} [{fold}] not taken: trained on other data "
+                    f"({ck['data']['id'][:8]}, here {data_id(cfg)[:8]})")
+            elif cfg.key() not in best or ck["epoch"] > best[cfg.key()][0]:
+                best[cfg.key()] = (ck["epoch"], profile, fold, data, cfg, f.name)
+    writes, taken = [], {}
+    for key, (epoch, profile, fold, data, cfg, fname) in best.items():
+        dest = work / profile / fold / "checkpoint.pt"
+        if dest.exists() or (dest.parent / "result.json").exists():
+            say(f"harvest: carried {cfg.label()} [{fold}] not taken: the work store already holds it")
+            continue
+        writes.append((dest, data))
+        taken[key] = epoch
+        say(f"harvest: resumes {cfg.label()} [{fold}] at epoch {epoch}/{cfg.epochs} (carried in {fname})")
+    write_all_or_nothing(writes)
+    return taken
+
+
+def write_carry(out_dir: Path, name: str, work: Path, order: list[str]) -> tuple[list[Path], list[str]]:
+    """Write the checkpoints of the work store's unfinished runs into out_dir/name (a tar, atomically), in the
+    priority `order` (config keys): MAX_CARRY_BYTES a file (what $OUT gives back), a second file NAME-2.tar and so
+    on up to CARRY_FILES, then the least valuable are left out. (the files written, lines saying what they hold)."""
+    import torch
+
+    rank = {k: i for i, k in enumerate(order)}
+    cks = sorted((p for p in work.glob("*/*/checkpoint.pt") if not (p.parent / "result.json").exists()),
+                 key=lambda p: rank.get(p.parent.name.split("-")[0], len(rank)))
+    files: list[list[tuple[str, bytes]]] = [[]]
+    sizes, lines = [0], []
+    for p in cks:
+        try:
+            data = p.read_bytes()  # the trainer renames a new checkpoint into place: never half a file
+            meta = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            label, ep = RunConfig.from_dict(meta["config"]).label(), f"{meta['epoch']}/{meta['config']['epochs']}"
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"  {p.parent.name}: unreadable checkpoint left out ({type(e).__name__})")
+            continue
+        if sizes[-1] + len(data) + 4096 > MAX_CARRY_BYTES and files[-1]:
+            if len(files) == CARRY_FILES:
+                lines.append(f"  {label} [{p.parent.name}] at epoch {ep}: left out ({CARRY_FILES} carry files of "
+                             f"{MAX_CARRY_BYTES >> 20} MiB are full)")
+                continue
+            files.append([])
+            sizes.append(0)
+        files[-1].append((f"{p.parent.parent.name}/{p.parent.name}/checkpoint.pt", data))
+        sizes[-1] += len(data)
+        lines.append(f"  {label} [{p.parent.name}]: epoch {ep}")
+    paths = []
+    for i, entries in enumerate(f for f in files if f):
+        path = out_dir / (name if i == 0 else name.replace(".tar", f"-{i + 1}.tar"))
+        tmp = out_dir / f".{path.name}.{os.getpid()}.tmp"
+        with tarfile.open(tmp, "w") as tar:
+            for member, data in entries:
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths, lines
 
 
 # ---------------------------------------------------------------- the run
 
 
 def _train_child(plan_path: str) -> int:
-    """The training process (its own process group, killed at the deadline). Started before the bench, so that
-    its interpreter start overlaps it: waits for the plan, then run_many over the planned runs."""
+    """The training process (its own process group, stopped at the deadline). Started before everything else, so
+    that its interpreter start overlaps the data: first the GPU check when check.json appears (a few epochs of the
+    first missing run, eager, into a throw-away store: the whole training path on this device, in seconds), then
+    run_many over the planned runs when plan.json appears."""
     from .packing import RunFailures, run_many
 
     path = Path(plan_path)
+    check = path.with_name("check.json")
     _die_with(os.getppid())
+    while not path.exists() and not check.exists():
+        time.sleep(0.1)
+    if check.exists():
+        _check_run(json.loads(check.read_text()), path.with_name("check-done.json"))
     while not path.exists():
         time.sleep(0.2)
     p = json.loads(path.read_text())
@@ -193,16 +598,42 @@ def _train_child(plan_path: str) -> int:
     try:
         run_many(cfgs, device=p["device"], workers=p["workers"], executor="process", results=Path(p["results"]))
     except RunFailures as e:
+        from .train import stop_requested
+
+        stopped = [c for c, err in e.failures if "no result in the store" in str(err)]
+        if stop_requested() and len(stopped) == len(e.failures):
+            print(f"harvest: stopped at the deadline, {len(stopped)} run(s) unfinished (those that had trained an "
+                  f"epoch left a checkpoint)", flush=True)
+            return 0
         print(f"harvest: {e}", flush=True)
         return 1
     return 0
 
 
-def _start_child(plan_path: Path) -> subprocess.Popen:
-    """Start the training process now (it waits for plan_path); its output goes to the console and the log."""
+def _check_run(c: dict, done_path: Path) -> None:
+    """The GPU check: train c["config"] (a few epochs) on c["device"] into c["results"], write what happened."""
+    from .train import run
+
+    t = time.perf_counter()
+    try:
+        res = run(RunConfig.from_dict(c["config"]), device=c["device"], results=Path(c["results"]), progress=False,
+                  compile=False)
+        pv = res["provenance"]
+        out = {"ok": True, "wall_s": time.perf_counter() - t, "epoch_s": res["history"]["seconds"],
+               "train_images_per_s": pv["train_images_per_s"], "test_error": res["summary"]["test_error"],
+               "device_name": pv["device_name"], "precision": pv["precision"]}
+    except Exception as e:  # noqa: BLE001 (whatever breaks is what the check is for)
+        out = {"ok": False, "wall_s": time.perf_counter() - t, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+    store.atomic_write_json(done_path, out)
+
+
+def _start_child(plan_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start the training process now (it waits for check.json or plan_path); its output goes to the console and
+    the log."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(store.REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PROCRUSTES_COMPILE", HARVEST_COMPILE)
+    env.update(env_extra or {})
     child = subprocess.Popen([sys.executable, "-m", "procrustes.harvest", "_train", str(plan_path)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -215,7 +646,7 @@ def _start_child(plan_path: Path) -> subprocess.Popen:
     return child
 
 
-def _stop(child: subprocess.Popen) -> None:
+def _stop(child: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL, to the training process group (the child and its pool workers)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if child.poll() is not None:
@@ -225,14 +656,14 @@ def _stop(child: subprocess.Popen) -> None:
         except ProcessLookupError:
             break
         try:
-            child.wait(timeout=10)
+            child.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             continue
     child.reader.join(timeout=5)  # type: ignore[attr-defined]
 
 
-def _write_plan(plan_path: Path, plan: list[dict], workers: int, device: str, work: Path) -> None:
-    store.atomic_write_text(plan_path, json.dumps({"configs": [p["cfg"].to_dict() for p in plan], "workers": workers,
+def _write_plan(plan_path: Path, configs: list[RunConfig], workers: int, device: str, work: Path) -> None:
+    store.atomic_write_text(plan_path, json.dumps({"configs": [c.to_dict() for c in configs], "workers": workers,
                                                    "device": device, "results": str(work)}))
 
 
@@ -242,7 +673,7 @@ def _finished(work: Path) -> list[tuple[str, str, dict]]:
     for path in sorted(work.glob("*/*/result.json")):
         profile, folder = path.parent.parent.name, path.parent.name
         try:
-            res = json.loads(path.read_text())
+            res = parse_json(path.read_bytes(), str(path))
             check_result(res, profile, folder)
             out.append((profile, folder, res))
         except (ValueError, OSError) as e:
@@ -250,52 +681,128 @@ def _finished(work: Path) -> list[tuple[str, str, dict]]:
     return out
 
 
-def _train(child: subprocess.Popen, plan_path: Path, plan: list[dict], workers: int, device: str, work: Path,
-           deadline: float) -> int:
-    """Hand the plan to the training process and wait for it, at most until the deadline (then stop it: runs
-    that did not finish are left out). Returns its exit status."""
+class Outputs:
+    """What goes back from $OUT, kept current: the results archive (rewritten atomically whenever a run finishes),
+    the carry file of unfinished runs' checkpoints (rewritten when their checkpoints moved on, at most every
+    carry_every_s, and at the end). A kill at any moment leaves the last complete version of each."""
+
+    def __init__(self, out: Path, profile: str, work: Path, summary: dict, order: list[str], carry_every_s: float):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.out, self.profile, self.work, self.summary, self.order = out, profile, work, summary, order
+        self.archive_name = f"harvest-{profile}-{stamp}.tar.gz"
+        self.carry_name = f"harvest-carry-{profile}-{stamp}.tar"
+        self.carry_every_s, self.carry_at, self.carry_seen = carry_every_s, 0.0, None
+        self.finished: list[tuple[str, str, dict]] = []
+        self.carried: list[str] = []
+        self.archive: Path | None = None
+        self.carry: list[Path] = []
+
+    def results(self) -> Path:
+        self.finished = _finished(self.work)
+        self.summary["finished"] = [f["key"] for f in _finished_rows(self.finished, {})]
+        self.summary["elapsed_s"] = round(time.time() - self.summary["t0"], 1)
+        self.archive = write_archive(self.out, self.archive_name, self.finished, self.summary)
+        return self.archive
+
+    def checkpoints(self, force: bool = False) -> None:
+        state = []
+        for p in self.work.glob("*/*/checkpoint.pt"):
+            try:
+                if not (p.parent / "result.json").exists():
+                    state.append((str(p), p.stat().st_mtime_ns))
+            except OSError:  # renamed or removed meanwhile
+                pass
+        state.sort()
+        now = time.time()
+        if not force and (state == self.carry_seen or now - self.carry_at < self.carry_every_s):
+            return
+        self.carry_seen, self.carry_at = state, now
+        paths, self.carried = write_carry(self.out, self.carry_name, self.work, self.order)
+        for old in self.carry:
+            if old not in paths:
+                old.unlink(missing_ok=True)  # its runs have finished since
+        self.carry = paths
+
+
+def _train(child: subprocess.Popen, plan_path: Path, configs: list[RunConfig], workers: int, device: str,
+           work: Path, stop_at: float, kill_at: float, stop_file: Path, outputs: Outputs) -> int:
+    """Hand the plan to the training process and wait for it. At stop_at, ask the runs to stop (each checkpoints
+    at the end of its epoch); at kill_at, stop the process group. Each finished run rewrites the archive in $OUT,
+    and moving checkpoints the carry file. Returns the training process's exit status."""
     from tqdm.auto import tqdm
 
-    _write_plan(plan_path, plan, workers, device, work)
-    bar = tqdm(total=len(plan), desc="harvest runs", unit="run", mininterval=10)
+    _write_plan(plan_path, configs, workers, device, work)
+    bar = tqdm(total=len(configs), desc="harvest runs", unit="run", mininterval=10)
     done = 0
-    while child.poll() is None and time.time() < deadline:
-        time.sleep(1.0)
+    while child.poll() is None and time.time() < kill_at:
+        time.sleep(0.5)
         now = len(list(work.glob("*/*/result.json")))
         if now > done:
             bar.update(now - done)
             done = now
+            outputs.results()
+        outputs.checkpoints()
+        if time.time() >= stop_at and not stop_file.exists():
+            say(f"harvest: {kill_at - time.time():.0f} s before the end: asking the runs still training to "
+                f"checkpoint and stop")
+            stop_file.touch()
     bar.close()
     if child.poll() is None:
-        say(f"harvest: budget reached, stopping the runs still training (process group {child.pid})")
-    _stop(child)
+        say(f"harvest: budget reached, stopping the training processes (process group {child.pid})")
+    _stop(child, grace_s=2.0)
     return child.returncode if child.returncode is not None else -9
 
 
-def write_archive(out_dir: Path, profile: str, finished: list[tuple[str, str, dict]], summary: dict) -> Path:
-    """One tar.gz: <profile>/<key>/result.json for each finished run, harvest.log and harvest-summary.json."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = out_dir / f"harvest-{profile}-{stamp}.tar.gz"
+def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archive(out_dir: Path, name: str, finished: list[tuple[str, str, dict]], summary: dict) -> Path:
+    """out_dir/name, a tar.gz written atomically: <profile>/<key>/result.json for each finished run, harvest.log
+    and harvest-summary.json."""
+    path = out_dir / name
     tmp = out_dir / f".{path.name}.{os.getpid()}.tmp"
-
-    def add(tar: tarfile.TarFile, name: str, text: str) -> None:
-        data = text.encode()
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-        tar.addfile(info, io.BytesIO(data))
-
     with tarfile.open(tmp, "w:gz") as tar:
         for prof, folder, res in finished:
-            add(tar, f"{prof}/{folder}/result.json", json.dumps(res, indent=1) + "\n")
-        add(tar, "harvest-summary.json", json.dumps(summary, indent=1) + "\n")
-        add(tar, "harvest.log", "\n".join(LOG) + "\n")
+            _add(tar, f"{prof}/{folder}/result.json", json.dumps(res, indent=1) + "\n")
+        _add(tar, "harvest-summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+        _add(tar, "harvest.log", "\n".join(LOG) + "\n")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
 
-def harvest(*, smoke: bool, budget_s: float, t0: float, out: Path | None, work: Path | None,
+def _finished_rows(finished: list[tuple[str, str, dict]], est: dict[str, float]) -> list[dict]:
+    rows = []
+    for prof, folder, res in finished:
+        pv = res.get("provenance", {})
+        rows.append({"key": folder, "label": RunConfig.from_dict(res["config"]).label(), "wall_s": pv.get("wall_s"),
+                     "est_s": est.get(folder.split("-")[0]), "train_images_per_s": pv.get("train_images_per_s"),
+                     "test_error": res["summary"].get("test_error")})
+    return rows
+
+
+def cpu_slowdown(seconds: float = 0.3) -> float:
+    """How much slower this process runs now than on an idle core: wall / CPU time of a short busy loop (1 on an
+    idle machine; about 10 at nice 10 beside one busy process a core), between 1 and 8."""
+    t, c = time.perf_counter(), time.process_time()
+    x = 0
+    while time.perf_counter() - t < seconds:
+        for i in range(10000):
+            x += i
+    used = max(time.process_time() - c, 1e-3)
+    return min(8.0, max(1.0, (time.perf_counter() - t) / used))
+
+
+def harvest(*, smoke: bool, budget_s: float | None, t0: float, out: Path | None, work: Path | None,
             committed: Path | None, compile_cap: float | None = None) -> int:
-    """The whole harvest (see the module docstring). Returns 0 when the archive holds at least one run."""
+    """The whole harvest (see the module docstring). budget_s None: the default (PAPER_BUDGET_S; with smoke,
+    SMOKE_BUDGET_S scaled by cpu_slowdown and counted from when the data are loaded). Returns 0 when the
+    archive holds at least one run or a carried checkpoint."""
     import torch
 
     from .train import TORCH_COMPILE_MODES
@@ -308,133 +815,270 @@ def harvest(*, smoke: bool, budget_s: float, t0: float, out: Path | None, work: 
     if device.startswith("cuda") and not torch.cuda.is_available():
         say("harvest: no CUDA device here (use --smoke on a CPU)")
         return 2
+    profile = "smoke" if smoke else "paper"
     tmp = Path(tempfile.mkdtemp(prefix="procrustes-harvest-"))
-    plan_path = tmp / "plan.json"
-    child = _start_child(plan_path)
+    plan_path, stop_file = tmp / "plan.json", tmp / "stop"
+    child = _start_child(plan_path, {"PROCRUSTES_STOP_FILE": str(stop_file),
+                                     "PROCRUSTES_CHECKPOINT_S": str(CHECKPOINT_EVERY_S[profile])})
     try:
-        return _harvest(smoke, device, budget_s, t0, out, work or tmp / "store", committed, compile_cap, child,
-                        plan_path, mode)
+        return _harvest(profile, device, budget_s, t0, out, work or tmp / "store", committed, compile_cap, child,
+                        plan_path, stop_file, mode)
     finally:
         if child.poll() is None:
+            stop_file.touch()
             _write_plan(plan_path, [], 0, device, tmp)
-            _stop(child)
+            _stop(child, grace_s=2.0)
 
 
-def _harvest(smoke: bool, device: str, budget_s: float, t0: float, out: Path | None, work: Path, committed: Path | None,
-             compile_cap: float | None, child: subprocess.Popen, plan_path: Path, mode: str) -> int:
+def _gpu_check(first: RunConfig, profile: str, device: str, plan_path: Path, child: subprocess.Popen, slowdown: float,
+               budget: float, summary: dict) -> dict | None:
+    """The GPU check: a few eager epochs of the first missing run, in the training process (already started);
+    its answer, or None (said why) when it failed or did not answer in time."""
+    ccfg = first.replace(epochs=CHECK_EPOCHS[profile], eval_per_class=min(first.eval_per_class or 100, 100),
+                         test_per_class=min(first.test_per_class or 100, 100))
+    t = time.time()
+    store.atomic_write_json(plan_path.with_name("check.json"), {"config": ccfg.to_dict(), "device": device,
+                                                                "results": str(plan_path.parent / "check-store")})
+    check_path = plan_path.with_name("check-done.json")
+    cap = max(10.0, min(CHECK_CAP_S[profile] * slowdown, 0.4 * budget))
+    while not check_path.exists() and time.time() - t < cap and child.poll() is None:
+        time.sleep(0.2)
+    if not check_path.exists():
+        say(f"check: no answer within {cap:.0f} s (the training process {'ended' if child.poll() is not None else 'is still at it'});"
+            f" nothing trained")
+        return None
+    ck = json.loads(check_path.read_text())
+    summary["check"] = ck
+    if not ck["ok"]:
+        say(f"check: FAILED after {ck['wall_s']:.1f} s: {ck['error']}; nothing trained")
+        return None
+    say(f"check: {ccfg.label()} for {ccfg.epochs} epochs on {ck['device_name']} ({ck['precision']}, eager) in "
+        f"{ck['wall_s']:.1f} s: {ck['train_images_per_s']:.0f} training img/s, epochs "
+        + ", ".join(f"{s:.1f}" for s in ck["epoch_s"]) + f" s, test error {ck['test_error']:.1f}%: OK")
+
+    return ck
+
+
+def _rates(first: RunConfig, ck: dict, device: str, compile_cap: float | None, budget: float, deadline: float,
+           slowdown: float, smoke: bool, mode: str, summary: dict) -> dict | None:
+    """The bench (eager, MFW, packed, evaluation; the compile probe only where the runs compile), scaled up to
+    the GPU check's rate where that is higher; None (said why) when no training rate was measured."""
     import torch
 
-    profile, deadline = ("smoke" if smoke else "paper"), t0 + budget_s
+    from .train import compile_mode
+
+    runs_compile = compile_mode(os.environ.get("PROCRUSTES_COMPILE", HARVEST_COMPILE), torch.device(device), 10**9)
+    cap = float(os.environ.get("HARVEST_COMPILE_CAP_S") or (45 if runs_compile else 0)) if compile_cap is None else compile_cap
+    cap = min(cap, 0.1 * budget)
+    packs = [2] if smoke else [2, 3, 4]
+    b = measure(first, device, seconds=0.3 if smoke else 3.0, packs=packs, compile_cap=cap,
+                cap_s=max(10.0 * slowdown, min(120.0, deadline - time.time() - 30)), compile_mode=runs_compile or mode)
+    say(bench_line(first, images(first)[0], b))
+    summary["bench"] = dict(b)
+    if b["eager"] and ck["train_images_per_s"] > b["eager"]:
+        # a few seconds of steps in a fresh process can only be slowed by what else runs (a busy CPU, a GPU still
+        # warming up), never sped up: the check's whole epochs in the trainer itself are the better lower bound
+        f = ck["train_images_per_s"] / b["eager"]
+        say(f"harvest: planning with the check's {ck['train_images_per_s']:.0f} img/s, {f:.1f} x the bench's eager "
+            f"rate (MFW, packed and evaluation rates scaled alike)")
+        b = dict(b, eager=b["eager"] * f, mfw=b["mfw"] and b["mfw"] * f, eval=b["eval"] and b["eval"] * f,
+                 packed={k: v * f for k, v in b["packed"].items()})
+    if not b["eager"]:
+        say("harvest: no training rate measured, nothing trained")
+        return None
+    return b
+
+
+
+def _report(outputs, summary: dict, plan: list, t0: float, deadline: float, budget: float) -> int:
+    """After training: carry the unfinished runs' checkpoints, rewrite the archive, and say what came back."""
+    outputs.checkpoints(force=True)
+    est = {p["key"]: p["est_s"] for p in summary["planned"]}
+    outputs.results()
+    rows = _finished_rows(outputs.finished, est)
+    summary["finished"], summary["carried"] = rows, outputs.carried
+    summary["elapsed_s"] = round(time.time() - t0, 1)
+    say(f"harvest: came back: {len(rows)} finished run(s) of {len(plan)} planned"
+        + "".join(f"\n  {f['label']} [{f['key']}]: test error {f['test_error']:.2f}%, wall {f['wall_s']} s "
+                  + (f"(estimated {f['est_s']:.0f} s)" if f["est_s"] else "(a spare)") for f in rows)
+        + (f"\n{len(outputs.carried)} checkpoint(s) carried in {', '.join(map(str, outputs.carry))}:\n"
+           + "\n".join(outputs.carried) if outputs.carry else "\nno checkpoint to carry"))
+    trained = sum(r["wall_s"] or 0 for r in rows)
+    say(f"harvest: {time.time() - (deadline - budget):.0f} s of the {budget:.0f} s budget used ({time.time() - t0:.0f} s "
+        f"since the start); finished runs' training wall {trained:.0f} s")
+    path = outputs.results()
+    say(f"harvest: archive {path} ({len(rows)} result(s)); import it with: make harvest-import FILE={path.name}"
+        + (f"\nharvest: for the next lease: make gpu-prepare CARRY=\"{' '.join(p.name for p in outputs.carry)}\" "
+           f"(from where they came back), and carry data/harvest-carry" if outputs.carry else ""))
+    outputs.results()  # with the last lines in its log
+    return 0 if rows or outputs.carry else 1
+
+
+def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: Path | None, work: Path,
+             committed: Path | None, compile_cap: float | None, child: subprocess.Popen, plan_path: Path,
+             stop_file: Path, mode: str) -> int:
+    import torch
+
+    smoke = profile == "smoke"
     out = out or Path(tempfile.mkdtemp(prefix="procrustes-harvest-out-"))
     out.mkdir(parents=True, exist_ok=True)
-    say(f"harvest: profile {profile}, device {device}, budget {budget_s:.0f} s ({deadline - time.time():.0f} s left), "
-        f"torch {torch.__version__}, work store {work}, committed store {committed or store.results_dir()}")
+    slowdown = cpu_slowdown() if smoke else 1.0  # scales the smoke budget (unless given) and the smoke caps
+    explicit = budget_s is not None
+    budget = budget_s if explicit else (SMOKE_BUDGET_S * slowdown if smoke else PAPER_BUDGET_S)
+    deadline = t0 + budget
+    say(f"harvest: profile {profile}, device {device}, budget {budget:.0f} s"
+        + ("" if explicit or not smoke else f" (smoke: {SMOKE_BUDGET_S} s x {slowdown:.1f}, this CPU's slowdown now; "
+                                            f"counted from when the data are loaded)")
+        + f", {deadline - time.time():.0f} s left, torch {torch.__version__}, commit {store.git_commit()}, "
+        f"work store {work}, committed store {committed or store.results_dir()}, output {out}")
+    queue = priority_runs(profile)
+    summary: dict[str, Any] = {"profile": profile, "device": device, "budget_s": budget, "t0": t0,
+                               "started_utc": store.now_utc(), "commit": store.git_commit(), "planned": [],
+                               "finished": [], "carried": []}
+    outputs = Outputs(out, profile, work, summary, [c.key() for c in queue], CARRY_EVERY_S[profile])
+    outputs.results()  # an archive (with the log so far) is in $OUT from now on
 
-    from .data import load_split
+    from .data import load_benchmark, load_split
 
     t = time.time()
-    for split in ("train", "test"):  # decode into the uint8 cache once, before any worker starts
+    for split in ("train", "test"):  # decode into the uint8 cache once (in parallel), before any worker starts
         load_split("cifar10", None, split)
     say(f"harvest: CIFAR-10 loaded in {time.time() - t:.1f} s")
-    queue = priority_runs(profile)
+    if smoke and not explicit:
+        deadline = time.time() + budget
     _, missing = store.collect(queue, committed)
     say(f"harvest: {len(queue) - len(missing)} of {len(queue)} candidate runs already committed, "
         f"{len(missing)} missing")
-
-    first = missing[0] if missing else queue[0]
-    cap = float(os.environ.get("HARVEST_COMPILE_CAP_S", 0 if smoke else 45)) if compile_cap is None else compile_cap
-    cap = min(cap, 0.1 * budget_s)  # what compilation costs is training time lost
-    packs = [2] if smoke else [2, 3, 4]
-    b = measure(first, device, seconds=0.3 if smoke else 3.0, packs=packs, compile_cap=cap,
-                cap_s=max(10.0, min(120.0, deadline - time.time() - 30)), compile_mode=mode)
-    n_first = images(first)[0]
-    say(bench_line(first, n_first, b))
-    summary: dict[str, Any] = {"profile": profile, "device": device, "budget_s": budget_s,
-                               "started_utc": store.now_utc(), "bench": dict(b), "committed": len(queue) - len(missing),
-                               "missing": len(missing), "planned": [], "finished": []}
-    finished: list[tuple[str, str, dict]] = []
-    if b["eager"] and missing:
-        # the pool's processes start an interpreter before the first run (the training process started already)
-        available = deadline - time.time() - ARCHIVE_RESERVE_S[profile] - b["start_s"]
-        workers, plan = choose(missing, b, available, default_workers=2)
-        summary["workers"] = workers
-        summary["planned"] = [{"key": p["cfg"].key(), "label": p["cfg"].label(), "est_s": round(p["est_s"], 1),
-                               "est_end_s": round(p["end_s"], 1)} for p in plan]
-        say(f"plan: {len(plan)} run(s) on {workers} worker(s) within {available:.0f} s"
-            + "".join(f"\n  {p['cfg'].label()} [{p['cfg'].key()}]: ~{p['est_s']:.0f} s, ends by ~{p['end_s']:.0f} s"
-                      for p in plan))
-        if plan:
-            child_rc = _train(child, plan_path, plan, workers, device, work, deadline - ARCHIVE_RESERVE_S[profile])
-            say(f"harvest: training ended (rc {child_rc}) with {deadline - time.time():.0f} s of the budget left")
-            finished = _finished(work)
-    elif not missing:
+    if not missing:
         say("harvest: nothing missing")
-    else:
-        say("harvest: no training rate measured, nothing trained")
-    est = {p["key"]: p["est_s"] for p in summary["planned"]}
-    for prof, folder, res in finished:
-        pv = res.get("provenance", {})
-        summary["finished"].append({"key": folder, "label": RunConfig.from_dict(res["config"]).label(),
-                                    "wall_s": pv.get("wall_s"), "est_s": est.get(folder.split("-")[0]),
-                                    "train_images_per_s": pv.get("train_images_per_s"),
-                                    "test_error": res["summary"].get("test_error")})
-    summary["elapsed_s"] = round(time.time() - t0, 1)
-    say(f"harvest: {len(finished)} of {len(summary['planned'])} planned run(s) finished"
-        + "".join(f"\n  {f['label']} [{f['key']}]: test error {f['test_error']:.2f}%, wall {f['wall_s']} s "
-                  f"(estimated {f['est_s'] or 0:.0f} s)" for f in summary["finished"]))
-    path = write_archive(out, profile, finished, summary)
-    say(f"harvest: archive {path} ({len(finished)} result(s)); import it with: make harvest-import FILE={path.name}")
-    return 0 if finished else 1
+        outputs.results()
+        return 1
+    done = take_carry(carry_dir(), work, missing, lambda c: load_benchmark(c).data["id"])
+
+    first = missing[0]
+    ck = _gpu_check(first, profile, device, plan_path, child, slowdown, budget, summary)
+    b = _rates(first, ck, device, compile_cap, budget, deadline, slowdown, smoke, mode, summary) if ck else None
+    if b is None:
+        outputs.results()
+        return 1
+
+    # the plan: the pool's processes start an interpreter first (the training process is running already)
+    packs = [2] if smoke else [2, 3, 4]  # as _rates measured them
+    grace = min(30.0, 2.0 + 1.5 * max(epoch_s(c, b, 1.0 / max(packs)) for c in missing[:8]))
+    kill_at = deadline - ARCHIVE_RESERVE_S[profile]
+    stop_at = kill_at - grace
+    available = stop_at - time.time() - (b["start_s"] or 0.0)
+    workers, plan = choose(missing, b, available, default_workers=2, done=done)
+    planned = {p["cfg"].key() for p in plan}
+    spares = [c for c in missing if c.key() not in planned][:SPARES_A_WORKER * workers]
+    summary["workers"] = workers
+    summary["planned"] = [{"key": p["cfg"].key(), "label": p["cfg"].label(), "from_epoch": p["from_epoch"],
+                           "to_epoch": p["to_epoch"], "partial": p["partial"], "est_s": round(p["est_s"], 1),
+                           "est_end_s": round(p["end_s"], 1)} for p in plan]
+    start = time.time() - t0 + (b["start_s"] or 0.0)
+    say(explain(plan, workers, available, budget, spares)
+        + f"\n(the window runs from ~{start:.0f} s to ~{start + available:.0f} s of the budget; at ~{stop_at - t0:.0f} s "
+          f"the runs are asked to checkpoint and stop, at ~{kill_at - t0:.0f} s they are stopped)")
+    outputs.results()
+    if plan:
+        rc = _train(child, plan_path, [p["cfg"] for p in plan] + spares, workers, device, work, stop_at, kill_at,
+                    stop_file, outputs)
+        say(f"harvest: training ended (rc {rc}) with {deadline - time.time():.0f} s of the budget left")
+    return _report(outputs, summary, plan, t0, deadline, budget)
 
 
 # ---------------------------------------------------------------- import
 
 
+def _members(tar: tarfile.TarFile, cap: int):
+    """The archive's members one by one, each refused (ValueError) on its header alone, before its content is
+    decompressed: too large, not a plain file, or one member too many."""
+    for i, m in enumerate(tar):
+        if i >= MAX_MEMBERS:
+            raise ValueError(f"more than {MAX_MEMBERS} entries")
+        if m.isdir():
+            continue
+        if not m.isfile():
+            raise ValueError(f"{m.name}: not a plain file")
+        if m.size > cap:
+            raise ValueError(f"{m.name}: {m.size} bytes, more than the {cap} a harvest entry may hold")
+        yield m
+
+
 def read_archive(path: Path) -> list[tuple[str, str, str, dict]]:
     """(profile, folder, text, result) of every result.json in a harvest archive, all checked; ValueError naming
-    the first bad entry (then nothing may be imported)."""
+    the first bad entry (then nothing may be imported). Memory stays bounded: an entry is read only after its
+    header says it is at most MAX_RESULT_BYTES."""
     entries, seen = [], set()
     try:
         with tarfile.open(path, "r:gz") as tar:
-            for m in tar.getmembers():
-                if m.isdir() or m.name in ("harvest.log", "harvest-summary.json"):
+            for m in _members(tar, MAX_RESULT_BYTES):
+                if m.name in ("harvest.log", "harvest-summary.json"):
                     continue
                 parts = m.name.split("/")
-                if len(parts) != 3 or parts[2] != "result.json" or parts[0] not in PROFILES or not m.isfile():
+                if len(parts) != 3 or parts[2] != "result.json" or parts[0] not in PROFILES:
                     raise ValueError(f"{m.name}: not <profile>/<key>/result.json")
                 if m.name in seen:
                     raise ValueError(f"{m.name}: twice in the archive")
                 seen.add(m.name)
-                text = tar.extractfile(m).read().decode()
-                try:
-                    res = json.loads(text)
-                except ValueError as e:
-                    raise ValueError(f"{m.name}: damaged json ({e})") from None
+                data = tar.extractfile(m).read(MAX_RESULT_BYTES + 1)
+                if len(data) > MAX_RESULT_BYTES:
+                    raise ValueError(f"{m.name}: more than {MAX_RESULT_BYTES} bytes")
+                res = parse_json(data, m.name)
                 try:
                     check_result(res, parts[0], parts[1])
                 except ValueError as e:
                     raise ValueError(f"{m.name}: {e}") from None
-                entries.append((parts[0], parts[1], text, res))
-    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as e:
+                entries.append((parts[0], parts[1], data.decode(), res))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise ValueError(f"damaged archive ({type(e).__name__}: {str(e)[:100]})") from None
     return entries
 
 
+def write_all_or_nothing(files: list[tuple[Path, bytes]]) -> None:
+    """Write every (path, bytes), none of which exists yet, or none of them: each goes to a temporary file beside
+    its place first (fsync), then all are renamed; on any failure the temporaries and the files already renamed
+    are removed again."""
+    staged: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for path, data in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            staged.append((tmp, path))
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in staged:
+            if path.exists():
+                raise FileExistsError(f"{path} appeared while importing")
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def import_archive(path: Path, root: Path | None = None) -> dict[str, list[str]]:
-    """Import a harvest archive into the store `root` (default: results/). Checks every entry first (ValueError:
-    nothing imported). A stored identical result is skipped; a stored different one is kept and the incoming one
-    written beside it as result.harvest-<stamp>.json. Every write is atomic."""
+    """Import a harvest archive into the store `root` (default: results/). Checks every entry completely first
+    (ValueError: nothing imported), then writes all of them or none. A stored identical result is skipped; a
+    stored different one is kept and the incoming one written beside it as result.harvest-<stamp>.json."""
     root = Path(root or store.results_dir())
     entries = read_archive(path)
     done: dict[str, list[str]] = {"imported": [], "identical": [], "kept aside": []}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    writes: list[tuple[Path, bytes]] = []
     for profile, folder, text, res in entries:
         dest = root / profile / folder / "result.json"
         name = f"{profile}/{folder} ({RunConfig.from_dict(res['config']).label()})"
         if dest.exists():
             try:
                 same = json.loads(dest.read_text()) == res
-            except (ValueError, OSError):
+            except (ValueError, OSError, RecursionError):
                 same = False
             if same:
                 done["identical"].append(name)
@@ -443,11 +1087,12 @@ def import_archive(path: Path, root: Path | None = None) -> dict[str, list[str]]
             while aside.exists():
                 i += 1
                 aside = dest.with_name(f"result.harvest-{stamp}-{i}.json")
-            store.atomic_write_text(aside, text)
+            writes.append((aside, text.encode()))
             done["kept aside"].append(f"{name}: differs from the stored result, written as {aside}")
             continue
-        store.atomic_write_text(dest, text)
-        done["imported"].append(f"{name}: test error {res['summary'].get('test_error', float('nan')):.2f}%")
+        writes.append((dest, text.encode()))
+        done["imported"].append(f"{name}: test error {res['summary']['test_error']:.2f}%")
+    write_all_or_nothing(writes)
     return done
 
 
@@ -460,8 +1105,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="measure, train what fits in the budget, write one archive")
     r.add_argument("--smoke", action="store_true", default=os.environ.get("HARVEST_SMOKE") == "1",
-                   help="CPU, smoke profile, 90 s (also HARVEST_SMOKE=1)")
-    r.add_argument("--budget", type=float, help="seconds (default $HARVEST_BUDGET_S, else 540, or 90 with --smoke)")
+                   help="CPU, smoke profile, 90 s scaled by how busy the CPU is (also HARVEST_SMOKE=1)")
+    r.add_argument("--budget", type=float, help="seconds from $HARVEST_T0 (default $HARVEST_BUDGET_S, else 540; with "
+                   "--smoke 90 x this CPU's slowdown, from when the data are loaded)")
     r.add_argument("--out", help="folder of the archive (default $OUT, else a new temporary folder)")
     r.add_argument("--work", help="work result store (default $HARVEST_RESULTS, else a temporary folder)")
     r.add_argument("--committed", help="store whose runs are skipped (default results/ or $PROCRUSTES_RESULTS)")
@@ -476,7 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "import":
         try:
             done = import_archive(Path(args.file), Path(args.results) if args.results else None)
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             print(f"harvest-import: refused {args.file}: {e}; nothing imported", file=sys.stderr)
             return 1
         for what, names in done.items():
@@ -486,7 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(done['kept aside'])} kept aside, from {args.file}")
         return 0
     env = lambda k: os.environ.get(k) or None  # noqa: E731
-    budget = args.budget or float(env("HARVEST_BUDGET_S") or (90 if args.smoke else 540))
+    budget = args.budget or (float(env("HARVEST_BUDGET_S")) if env("HARVEST_BUDGET_S") else None)
     t0 = float(env("HARVEST_T0") or time.time())
     pick = lambda a, k: Path(a) if a else (Path(env(k)) if env(k) else None)  # noqa: E731
     return harvest(smoke=args.smoke, budget_s=budget, t0=t0, out=pick(args.out, "OUT"),

@@ -100,8 +100,12 @@ def _init_process_worker(counter, threads: int | None) -> None:
 
 
 def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str, progress: bool = False) -> dict | None:
-    """One run in a pool worker; with progress, its bar on the worker's own line of the terminal."""
-    from .train import run
+    """One run in a pool worker; with progress, its bar on the worker's own line of the terminal. None without
+    training when a stop was asked ($PROCRUSTES_STOP_FILE, train.stop_requested) before it started."""
+    from .train import run, stop_requested
+
+    if stop_requested():
+        return None
 
     if gpus > 1 and device == "cuda":  # several GPUs: worker i on cuda:(i mod n)
         device = f"cuda:{_WORKER.get('id', 0) % gpus}"

@@ -310,13 +310,35 @@ def remove_stale_temps(folder: Path) -> list[Path]:
 
 
 def git_commit() -> str:
-    """HEAD of the repository this package lives in, with '+dirty' when tracked files were modified."""
+    """HEAD of the repository this package lives in, with '+dirty' when tracked files were modified. Where there
+    is no git repository (a copied tree, as on a lent GPU machine): recorded_commit(), else "unknown"."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        return (head or "unknown") + ("+dirty" if dirty else "")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        if head:
+            return head + ("+dirty" if dirty else "")
     except Exception:
-        return "unknown"
+        pass
+    return recorded_commit() or "unknown"
+
+
+COMMIT_FILE = ".procrustes-commit"  # written by `make gpu-prepare` before the tree is copied to a lent machine
+
+
+def recorded_commit() -> str | None:
+    """The commit recorded for a tree without git: $PROCRUSTES_COMMIT, else the first line of REPO/.procrustes-commit
+    (`make gpu-prepare` writes it); None when neither holds a commit (40 hex, optionally '+dirty')."""
+    import re
+
+    text = os.environ.get("PROCRUSTES_COMMIT")
+    if not text:
+        try:
+            text = (REPO / COMMIT_FILE).read_text().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+    text = text.strip()
+    return text if re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", text) else None
 
 
 def cpu_has_bf16() -> bool:

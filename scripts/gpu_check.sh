@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# One prepared check for a GPU machine without internet (`make gpu-check`, or `bash scripts/gpu_check.sh`),
-# about 8 minutes at most ($GPU_CHECK_BUDGET_S, default 480):
+# A standalone check of a GPU machine without internet (`make gpu-check`, or `bash scripts/gpu_check.sh`), about 4
+# minutes at most ($GPU_CHECK_BUDGET_S, default 240), every step eager and short enough to end in it:
 #   1. CIFAR-10: extracts cifar10-jpeg.tar.gz ($CIFAR10_TAR, else ../shared/data/, shared/data/ or data/) into
 #      data/cifar10 ($PROCRUSTES_DATA/cifar10) when that holds no train/ folder yet;
-#   2. python -m procrustes bench on CUDA: images/s of our trainer against the reference pipeline, the
-#      augmentation check and a short accuracy comparison;
-#   3. one paper-profile CIFAR-10 exp-100 ERM run (200 epochs) into a throw-away store
-#      ($GPU_CHECK_RESULTS, default /tmp/procrustes-gpu-check: a finished run there is read back, not retrained;
-#      an interrupted one resumes): prints its training images/s, wall time and final test accuracy;
-#   4. with the time left, bench --packed 3 (3 short runs one after another against 3 at once on the GPU).
+#   2. python -m procrustes bench on CUDA (at most 100 s): images/s of our trainer against the reference pipeline,
+#      the augmentation check and a short accuracy comparison;
+#   3. a 3-epoch paper-profile CIFAR-10 exp-100 ERM run, eager, into a throw-away store ($GPU_CHECK_RESULTS,
+#      default /tmp/procrustes-gpu-check) (at most 60 s): its training images/s, epoch times, test accuracy;
+#   4. bench --packed 3 --packed-epochs 2 with the time left (at least 40 s).
+# A harvest lease needs none of this: `make gpu-harvest` runs its own short check (a few eager epochs) first.
 # Outputs: bench.log, train.log, packing.log, result.json and summary.txt in $OUT when it is set (else in a
 # temporary folder, printed at the end).
 #   --smoke (or GPU_CHECK_SMOKE=1): the same steps on the CPU at smoke size (a few steps), to check the script.
@@ -29,7 +29,7 @@ for a in "$@"; do
 done
 
 START=$(date +%s)
-BUDGET=${GPU_CHECK_BUDGET_S:-480}
+BUDGET=${GPU_CHECK_BUDGET_S:-240}
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 # a timeout of at most $1 seconds, at least $2, within the budget (timeout 0 would mean none)
 limit() { local l; l=$(left); l=$(( l < $1 ? l : $1 )); echo $(( l < $2 ? $2 : l )); }
@@ -67,8 +67,8 @@ if [ "$SMOKE" = 1 ]; then
   [ -n "${GPU_CHECK_RESULTS:-}" ] || trap 'rm -rf "$RESULTS"' EXIT
 else
   DEVICE=cuda
-  BENCH_ARGS=(--steps 100 --rounds 5 --workers 4 --accuracy-steps 1500)
-  TRAIN_ARGS=(--profile paper --ratio 100)
+  BENCH_ARGS=(--steps 50 --rounds 3 --workers 4 --accuracy-steps 300)
+  TRAIN_ARGS=(--profile paper --ratio 100 --epochs 3)
   PACKED=3
   RESULTS=${GPU_CHECK_RESULTS:-/tmp/procrustes-gpu-check}
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -78,14 +78,14 @@ echo "== python: $($PY -c 'import sys, torch; print(sys.version.split()[0], "tor
 # ---- 2. bench (the reference pipeline's DataLoader workers use 4 processes, LDAM-DRW's default)
 echo "== bench ($(left) s of the budget left)"
 set +e
-timeout $(limit 200 10) $PY -m procrustes bench --device $DEVICE "${BENCH_ARGS[@]}" 2>&1 | tee "$OUTDIR/bench.log"
+timeout $(limit 100 10) $PY -m procrustes bench --device $DEVICE "${BENCH_ARGS[@]}" 2>&1 | tee "$OUTDIR/bench.log"
 bench_rc=${PIPESTATUS[0]}
 set -e
 
 # ---- 3. one paper run
-echo "== train: cifar10 exp-100 ERM (${TRAIN_ARGS[*]}) into $RESULTS ($(left) s of the budget left)"
+echo "== train: cifar10 exp-100 ERM (${TRAIN_ARGS[*]}, eager) into $RESULTS ($(left) s of the budget left)"
 set +e
-timeout $(limit $(( $(left) - 60 )) 30) $PY -m procrustes train --dataset cifar10 --imbalance exp --method erm \
+PROCRUSTES_COMPILE=off timeout $(limit 60 20) $PY -m procrustes train --dataset cifar10 --imbalance exp --method erm \
   "${TRAIN_ARGS[@]}" --device $DEVICE --results "$RESULTS" 2>&1 | tee "$OUTDIR/train.log"
 train_rc=${PIPESTATUS[0]}
 set -e
@@ -109,6 +109,7 @@ shutil.copy(run_dir(cfg, results) / "result.json", out / "result.json")
 p, s = r["provenance"], r["summary"]
 print(f"train: {cfg.label()} [{cfg.key()}] on {p['device_name']} ({p['precision']}, torch {p['torch']})")
 print(f"train: {p['train_images_per_s']:.0f} training images/s, wall {p['wall_s']:.1f} s for {len(r['history']['epoch'])} epochs "
+      f"(epochs {', '.join(f'{s:.1f}' for s in r['history']['seconds'])} s, compiled {p['compiled']}) "
       f"({p['started_utc']} .. {p['finished_utc']})")
 print(f"train: final test accuracy {100 * s['test_acc']:.2f}% (top-1 error {s['test_error']:.2f}%) on {s['test_images']} test images; "
       f"groups " + ", ".join(f"{g} {100 * a:.1f}%" for g, a in s["group_test_acc"].items() if a is not None))
@@ -118,10 +119,10 @@ set -e
 
 # ---- 4. packing, with the time left
 pack_rc=0
-if [ "$PACKED" -gt 0 ] && [ "$(left)" -gt 75 ]; then
+if [ "$PACKED" -gt 0 ] && [ "$(left)" -ge 40 ]; then
   echo "== bench --packed $PACKED ($(left) s of the budget left)"
   set +e
-  timeout $(limit $(( $(left) - 10 )) 10) $PY -m procrustes bench --device $DEVICE --packed $PACKED 2>&1 | tee "$OUTDIR/packing.log"
+  timeout $(limit $(( $(left) - 5 )) 10) $PY -m procrustes bench --device $DEVICE --packed $PACKED --packed-epochs 2 2>&1 | tee "$OUTDIR/packing.log"
   pack_rc=${PIPESTATUS[0]}
   set -e
 elif [ "$PACKED" -gt 0 ]; then
