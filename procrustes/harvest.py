@@ -830,6 +830,11 @@ def harvest(*, smoke: bool, budget_s: float | None, t0: float, out: Path | None,
             _stop(child, grace_s=2.0)
 
 
+def _packs(smoke: bool) -> list[int]:
+    """How many runs the bench packs at once (on a smoke CPU only 2)."""
+    return [2] if smoke else [2, 3, 4]
+
+
 def _gpu_check(first: RunConfig, profile: str, device: str, plan_path: Path, child: subprocess.Popen, slowdown: float,
                budget: float, summary: dict) -> dict | None:
     """The GPU check: a few eager epochs of the first missing run, in the training process (already started);
@@ -870,7 +875,7 @@ def _rates(first: RunConfig, ck: dict, device: str, compile_cap: float | None, b
     runs_compile = compile_mode(os.environ.get("PROCRUSTES_COMPILE", HARVEST_COMPILE), torch.device(device), 10**9)
     cap = float(os.environ.get("HARVEST_COMPILE_CAP_S") or (45 if runs_compile else 0)) if compile_cap is None else compile_cap
     cap = min(cap, 0.1 * budget)
-    packs = [2] if smoke else [2, 3, 4]
+    packs = _packs(smoke)
     b = measure(first, device, seconds=0.3 if smoke else 3.0, packs=packs, compile_cap=cap,
                 cap_s=max(10.0 * slowdown, min(120.0, deadline - time.time() - 30)), compile_mode=runs_compile or mode)
     say(bench_line(first, images(first)[0], b))
@@ -963,8 +968,7 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
         return 1
 
     # the plan: the pool's processes start an interpreter first (the training process is running already)
-    packs = [2] if smoke else [2, 3, 4]  # as _rates measured them
-    grace = min(30.0, 2.0 + 1.5 * max(epoch_s(c, b, 1.0 / max(packs)) for c in missing[:8]))
+    grace = min(30.0, 2.0 + 1.5 * max(epoch_s(c, b, 1.0 / max(_packs(smoke))) for c in missing[:8]))
     kill_at = deadline - ARCHIVE_RESERVE_S[profile]
     stop_at = kill_at - grace
     available = stop_at - time.time() - (b["start_s"] or 0.0)

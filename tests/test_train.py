@@ -182,10 +182,10 @@ def test_a_killed_finish_is_completed_by_a_rerun(cfg, straight, tmp_path, monkey
     a rerun writes both without training again."""
     real = store.atomic_write_bytes
 
-    def killed(path, data):
+    def killed(path, data, **kw):
         if path.name == "result.json":
             raise KeyboardInterrupt("killed")
-        real(path, data)
+        real(path, data, **kw)
 
     monkeypatch.setattr(store, "atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
