@@ -35,6 +35,7 @@ class Settings:
     seeds: tuple[int, ...] | None
     extra: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)  # the notebook's own values of its extra parameters
+    committed: dict[str, Any] = field(default_factory=dict)  # its parameters cell's seeds / data_root, where not None
 
     def __getattr__(self, name: str) -> Any:
         extra = self.__dict__.get("extra", {})
@@ -46,9 +47,10 @@ class Settings:
         """The parameters that differ from the committed run of the notebook (its parameters cell as written):
         those that decide which results it shows (data root, seeds, the notebook's own ones), not where it runs."""
         out = {k: v for k, v in self.extra.items() if _plain(v) != _plain(self.defaults.get(k))}
-        if self.seeds is not None:
-            out = {"seeds": list(self.seeds), **out}
-        if self.data_root is not None:
+        seeds = None if self.seeds is None else list(self.seeds)
+        if seeds != _plain(self.committed.get("seeds")):
+            out = {"seeds": "all" if seeds is None else seeds, **out}
+        if self.data_root != self.committed.get("data_root"):
             out = {"data_root": self.data_root, **out}
         return out
 
@@ -110,10 +112,11 @@ def as_list(name: str, value: Any, item=str) -> tuple:
                          f"(papermill: -y '{name}: [...]', not -p {name} ...)")
 
 
-def settings(namespace: dict, **expected: Any) -> Settings:
+def settings(namespace: dict, committed: dict | None = None, **expected: Any) -> Settings:
     """Validated settings from a notebook's globals. Every notebook has profile, train_missing, device,
-    data_root and seeds; `expected` names its other parameters with an example value of their type (a list
-    means a list of that element type)."""
+    data_root and seeds; `expected` names its other parameters with their committed value (its type is the
+    parameter's; a list means a list of that element type). `committed`: the parameters cell's seeds or
+    data_root where they are not None (notebook 00 shows seed 0), so that a run with them is the committed one."""
     known = {"profile", "train_missing", "device", "data_root", "seeds", *expected}
     unknown = sorted(n for n, v in namespace.items() if not n.startswith("_") and n not in _KERNEL_NAMES
                      and n not in known and not isinstance(v, (types.ModuleType, types.FunctionType, type)))
@@ -148,7 +151,8 @@ def settings(namespace: dict, **expected: Any) -> Settings:
         elif example is not None and not isinstance(value, type(example)):
             raise ParameterError(f"parameter {name}={value!r}: expected a {type(example).__name__}")
         extra[name] = value
-    return Settings(profile, as_bool("train_missing", tm), device, data_root, seeds, extra, dict(expected))
+    return Settings(profile, as_bool("train_missing", tm), device, data_root, seeds, extra, dict(expected),
+                    dict(committed or {}))
 
 
 # ---------------------------------------------------------------------------------------- clean notebooks

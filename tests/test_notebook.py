@@ -111,5 +111,8 @@ def test_parameters_other_than_the_committed_ones_never_write_over_the_committed
     assert exp.meta("02_x") == {"source": "02_x", "profile": "cpu", "setting": "profile cpu; seeds all; imbalance=exp; ratio=100"}
     # where a run starts (device, train_missing) is not a different result: the committed folder
     assert notebook.settings({"device": "cpu", "train_missing": True}).figures == tmp_path / "figures"
+    # a parameters cell whose seeds are not None (notebook 00 shows seed 0): those seeds are the committed run
+    assert notebook.settings({"seeds": [0]}, committed={"seeds": [0]}, methods=["erm"]).custom() == {}
+    assert notebook.settings({"seeds": None}, committed={"seeds": [0]}).figures == tmp_path / "figures" / "custom" / "seeds-all"
     # another profile has its own folder, and a custom run of it a sub-folder there
     assert notebook.settings({"profile": "smoke", "seeds": [0]}).figures == tmp_path / "figures" / "smoke" / "custom" / "seeds-0"
