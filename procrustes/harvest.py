@@ -465,18 +465,7 @@ def read_carry(path: Path) -> list[tuple[str, str, bytes, RunConfig, dict]]:
     entries, seen = [], set()
     try:
         with tarfile.open(path, "r:*") as tar:
-            for m in _members(tar, MAX_CHECKPOINT_BYTES):
-                if m.name in ("carry.json",):
-                    continue
-                parts = m.name.split("/")
-                if len(parts) != 3 or parts[2] != "checkpoint.pt" or parts[0] not in PROFILES:
-                    raise ValueError(f"{m.name}: not <profile>/<key>/checkpoint.pt")
-                if m.name in seen:
-                    raise ValueError(f"{m.name}: twice in the file")
-                seen.add(m.name)
-                data = tar.extractfile(m).read(MAX_CHECKPOINT_BYTES + 1)
-                if len(data) > MAX_CHECKPOINT_BYTES:
-                    raise ValueError(f"{m.name}: more than {MAX_CHECKPOINT_BYTES} bytes")
+            for m, parts, data in _run_entries(tar, MAX_CHECKPOINT_BYTES, ("carry.json",), "checkpoint.pt", seen):
                 try:
                     cfg, ck = check_checkpoint(data, parts[0], parts[1])
                 except ValueError as e:
@@ -994,6 +983,25 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
 # ---------------------------------------------------------------- import
 
 
+def _run_entries(tar, cap: int, skip: tuple[str, ...], leaf: str, seen: set):
+    """(member, its path parts, its bytes) of each <profile>/<key>/<leaf> entry of an archive, other than the
+    names in `skip`: an entry of another shape, one seen twice or one over `cap` bytes is a ValueError (its size
+    is checked from the header before it is read, and again on reading at most cap + 1 bytes)."""
+    for m in _members(tar, cap):
+        if m.name in skip:
+            continue
+        parts = m.name.split("/")
+        if len(parts) != 3 or parts[2] != leaf or parts[0] not in PROFILES:
+            raise ValueError(f"{m.name}: not <profile>/<key>/{leaf}")
+        if m.name in seen:
+            raise ValueError(f"{m.name}: twice in the archive")
+        seen.add(m.name)
+        data = tar.extractfile(m).read(cap + 1)
+        if len(data) > cap:
+            raise ValueError(f"{m.name}: more than {cap} bytes")
+        yield m, parts, data
+
+
 def _members(tar: tarfile.TarFile, cap: int):
     """The archive's members one by one, each refused (ValueError) on its header alone, before its content is
     decompressed: too large, not a plain file, or one member too many."""
@@ -1016,18 +1024,8 @@ def read_archive(path: Path) -> list[tuple[str, str, str, dict]]:
     entries, seen = [], set()
     try:
         with tarfile.open(path, "r:gz") as tar:
-            for m in _members(tar, MAX_RESULT_BYTES):
-                if m.name in ("harvest.log", "harvest-summary.json"):
-                    continue
-                parts = m.name.split("/")
-                if len(parts) != 3 or parts[2] != "result.json" or parts[0] not in PROFILES:
-                    raise ValueError(f"{m.name}: not <profile>/<key>/result.json")
-                if m.name in seen:
-                    raise ValueError(f"{m.name}: twice in the archive")
-                seen.add(m.name)
-                data = tar.extractfile(m).read(MAX_RESULT_BYTES + 1)
-                if len(data) > MAX_RESULT_BYTES:
-                    raise ValueError(f"{m.name}: more than {MAX_RESULT_BYTES} bytes")
+            for m, parts, data in _run_entries(tar, MAX_RESULT_BYTES, ("harvest.log", "harvest-summary.json"), "result.json",
+                                               seen):
                 res = parse_json(data, m.name)
                 try:
                     check_result(res, parts[0], parts[1])
