@@ -166,14 +166,11 @@ def stored_and_missing(configs: list[RunConfig], results=None) -> tuple[list[dic
     """store.collect, where a selection seed run also counts as stored when its training twin is
     (`selection.stored`)."""
     from .selection import stored
+    from .store import read_result
 
     done, missing = [], []
     for c in configs:
-        r = stored(c, results) if c.val_per_class is not None else None
-        if c.val_per_class is None:
-            from .store import read_result
-
-            r = read_result(c, results)
+        r = stored(c, results) if c.val_per_class is not None else read_result(c, results)
         (done.append(r) if r is not None else missing.append(c))
     return done, missing
 
