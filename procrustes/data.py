@@ -540,13 +540,13 @@ def load_benchmark(cfg, root: str | Path | None = None) -> Benchmark:
                           "image up to n_max trains; use a separate validation folder instead")
     idx, vidx = subset_and_validation(tr.labels, counts, cfg.subset_seed, val_per_class)
     b = Benchmark(tr.images[idx], tr.labels[idx], te.images, test_y, counts, tr.classes, s)
-    b.data = {"id": content_id(b.train_x, b.train_y, b.test_x, b.test_y, classes=b.classes),
-              "root": portable_root(root)}
-    if val_per_class:
-        # the run's data id covers the validation images too (they decide its validation numbers); val_id names them alone
+    arrays = [b.train_x, b.train_y, b.test_x, b.test_y]
+    if val_per_class:  # the run's data id covers the validation images too (they decide its validation numbers)
         b.val_x, b.val_y = tr.images[vidx], tr.labels[vidx]
+        arrays += [b.val_x, b.val_y]
+    b.data = {"id": content_id(*arrays, classes=b.classes), "root": portable_root(root)}
+    if val_per_class:  # val_id names the validation images alone
         b.data["val_id"] = content_id(b.val_x, b.val_y, classes=b.classes)
-        b.data["id"] = content_id(b.train_x, b.train_y, b.test_x, b.test_y, b.val_x, b.val_y, classes=b.classes)
     return b
 
 

@@ -174,12 +174,14 @@ def select(profile: str, root: Path | None = None) -> dict[str, dict[str, Choice
     return out
 
 
-def chosen_configs(profile: str, root: Path | None = None, seeds=None) -> dict[tuple[str, str], list[RunConfig]]:
-    """(stage, benchmark) -> the chosen config at each seed (screening form), for every decided choice."""
+def chosen_configs(profile: str, root: Path | None = None, seeds=None,
+                   choices: dict | None = None) -> dict[tuple[str, str], list[RunConfig]]:
+    """(stage, benchmark) -> the chosen config at each seed (screening form), for every decided choice;
+    `choices`: select()'s answer when the caller has it already."""
     if not has_selection(profile):
         return {}
     seeds = SEEDS.get(profile, (SCREEN_SEED,)) if seeds is None else seeds
-    choices = select(profile, root)
+    choices = choices or select(profile, root)
     out = {}
     for stage, per_bench in choices.items():
         method, benches, _ = STAGES[stage]
@@ -193,12 +195,12 @@ def chosen_configs(profile: str, root: Path | None = None, seeds=None) -> dict[t
     return out
 
 
-def screening_runs(profile: str, root: Path | None = None) -> list[RunConfig]:
+def screening_runs(profile: str, root: Path | None = None, choices: dict | None = None) -> list[RunConfig]:
     """Every screening run that can be listed now: stage A always, stage B once stage A chose on its benchmark."""
     if not has_selection(profile):
         return []
     runs = [c for imb, r in STAGE_A_BENCHMARKS for c in stage_configs(profile, "A", imb, r).values()]
-    choices = select(profile, root)
+    choices = choices or select(profile, root)
     for imb, r in STAGE_B_BENCHMARKS:
         a = choices["A"][bench_name(imb, r)].chosen
         if a is not None:
@@ -206,14 +208,17 @@ def screening_runs(profile: str, root: Path | None = None) -> list[RunConfig]:
     return runs
 
 
-def seed_runs(profile: str, root: Path | None = None) -> list[RunConfig]:
+def seed_runs(profile: str, root: Path | None = None, choices: dict | None = None) -> list[RunConfig]:
     """Seeds 1 and 2 of every chosen config (screening form); `find` also accepts their training twins."""
-    return [c for cfgs in chosen_configs(profile, root).values() for c in cfgs if c.seed != SCREEN_SEED]
+    return [c for cfgs in chosen_configs(profile, root, choices=choices).values() for c in cfgs if c.seed != SCREEN_SEED]
 
 
 def all_selection_runs(profile: str, root: Path | None = None) -> list[RunConfig]:
-    """What notebook 09 needs now: the screening runs, then the seeds of what they chose."""
-    return screening_runs(profile, root) + seed_runs(profile, root)
+    """What notebook 09 needs now: the screening runs, then the seeds of what they chose (the store read once)."""
+    if not has_selection(profile):
+        return []
+    choices = select(profile, root)
+    return screening_runs(profile, root, choices) + seed_runs(profile, root, choices)
 
 
 def stored(cfg: RunConfig, root: Path | None = None) -> dict | None:
@@ -273,10 +278,11 @@ def candidates_table(profile: str, root: Path | None = None):
     return pd.DataFrame(rows)
 
 
-def chosen_results(profile: str, root: Path | None = None) -> dict[tuple[str, str], dict[int, dict]]:
+def chosen_results(profile: str, root: Path | None = None,
+                   choices: dict | None = None) -> dict[tuple[str, str], dict[int, dict]]:
     """(stage, benchmark) -> {seed: stored result} of the chosen config (screening run or training twin)."""
     out = {}
-    for key, cfgs in chosen_configs(profile, root).items():
+    for key, cfgs in chosen_configs(profile, root, choices=choices).items():
         out[key] = {c.seed: r for c in cfgs if (r := stored(c, root)) is not None}
     return out
 
@@ -306,8 +312,8 @@ def results_table(profile: str, root: Path | None = None):
     import numpy as np
     import pandas as pd
 
-    chosen, base = chosen_results(profile, root), baseline_results(profile, root)
     choices = select(profile, root)
+    chosen, base = chosen_results(profile, root, choices), baseline_results(profile, root)
     rows = []
     for (stage, bench), runs in chosen.items():
         b = base.get((stage, bench), {})
@@ -328,8 +334,8 @@ def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -
     if not has_selection(profile):
         return []
     meta = {"profile": profile, **(meta or {})}
-    chosen, base = chosen_results(profile, root), baseline_results(profile, root)
     choices = select(profile, root)
+    chosen, base = chosen_results(profile, root, choices), baseline_results(profile, root)
     out = []
     for stage, (method, benches, _) in STAGES.items():
         for imb, r in benches:
