@@ -49,7 +49,7 @@ endif
 	  echo "== $$nb ($(PROFILE))"; \
 	  PROCRUSTES_PROFILE=$(PROFILE) PROCRUSTES_DEVICE=$(DEVICE) PROCRUSTES_TRAIN_MISSING=0 \
 	    $(VENV)/bin/papermill --cwd notebooks -k python3 --no-progress-bar "$$nb" "$$nb" || exit 1; \
-	  $(PY) -m procrustes.notebook strip "$$nb" || exit 1; \
+	  $(PY) -m procrustes.results.notebook strip "$$nb" || exit 1; \
 	done
 
 reproduce: ## on a GPU box: train what the paper profile lacks (resumable), then regenerate its figures
@@ -109,4 +109,4 @@ gpu-harvest: ## (GPU box, the one command of a lease) train the most valuable mi
 # Import a harvest archive into results/ (every entry checked first; nothing stored is ever replaced).
 harvest-import: ## import a harvest archive into results/ (FILE=...; all or nothing, nothing replaced)
 	@test -n "$(FILE)" || { echo "usage: make harvest-import FILE=path/to/harvest-paper-....tar.gz" >&2; exit 2; }
-	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m procrustes.harvest import "$(FILE)"
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m procrustes.tooling.harvest import "$(FILE)"

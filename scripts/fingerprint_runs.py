@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from procrustes.config import make_config
-from procrustes.train import run
+from procrustes.training.config import make_config
+from procrustes.training.train import run
 
 RUNS = [
     {"method": "erm"},

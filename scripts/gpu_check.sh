@@ -93,8 +93,8 @@ set +e
 $PY - "$RESULTS" "$OUTDIR" "${TRAIN_ARGS[@]}" <<'EOF' | tee "$OUTDIR/summary.txt"
 import json, shutil, sys
 from pathlib import Path
-from procrustes.config import make_config
-from procrustes.store import read_result_quiet, run_dir
+from procrustes.training.config import make_config
+from procrustes.training.store import read_result_quiet, run_dir
 
 results, out, argv = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 kw = dict(zip([a[2:].replace("-", "_") for a in argv[::2]], argv[1::2]))

@@ -2,7 +2,7 @@
 # Harvest on a lent GPU machine without internet (`make gpu-harvest`), one command a lease: within
 # $HARVEST_BUDGET_S seconds (default 540, counted from this script's start), extract CIFAR-10 when
 # data/cifar10/train is missing (gpu_check.sh --data-only: $CIFAR10_TAR, ../shared/data/, shared/data/ or
-# data/cifar10-jpeg.tar.gz), then `python -m procrustes.harvest run`: take back the checkpoints that earlier
+# data/cifar10-jpeg.tar.gz), then `python -m procrustes.tooling.harvest run`: take back the checkpoints that earlier
 # leases carried (data/harvest-carry/*.tar, $HARVEST_CARRY), a GPU check (a few eager epochs, seconds), one bench
 # line, the plan (printed), the runs packed on the GPU. Into $OUT (else a temporary folder, printed):
 #   harvest-console.log                          everything this command printed, from its first second
@@ -40,7 +40,7 @@ bash scripts/gpu_check.sh --data-only
 if [ -n "${PY:-}" ]; then :; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 [ "${ARGS[*]:-}" = "" ] && command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 set +e
-$PY -m procrustes.harvest run ${ARGS[@]+"${ARGS[@]}"}
+$PY -m procrustes.tooling.harvest run ${ARGS[@]+"${ARGS[@]}"}
 rc=$?
 set -e
 echo "== gpu-harvest: rc $rc, $(( $(date +%s) - HARVEST_T0 )) s; files in $OUT:"

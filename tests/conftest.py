@@ -29,7 +29,7 @@ def _private_result_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cifar10_root() -> Path:
-    from procrustes.data import default_root
+    from procrustes.training.data import default_root
 
     root = default_root("cifar10")
     if not ((root / "train").is_dir() and (root / "test").is_dir()) and not (root / "cifar-10-batches-py").is_dir():
@@ -39,7 +39,7 @@ def cifar10_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_root() -> Path:
-    from procrustes.data import default_root
+    from procrustes.training.data import default_root
 
     root = default_root("tinyimagenet")
     if not (root / "wnids.txt").exists():

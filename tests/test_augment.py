@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from procrustes.augment import augment, normalise
-from procrustes.data import CIFAR_MEAN, CIFAR_STD
+from procrustes.method.augment import augment, normalise
+from procrustes.training.data import CIFAR_MEAN, CIFAR_STD
 
 
 def _images(b, h=8, w=8, seed=0):

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from procrustes import bench
+from procrustes.tooling import bench
 
 
 def test_bench_cli_end_to_end(cifar10_root, capsys):
-    from procrustes.__main__ import main
+    from procrustes.tooling.cli import main
 
     rc = main(["bench", "--device", "cpu", "--steps", "1", "--rounds", "1", "--workers", "0", "--aug-samples", "400"])
     lines = capsys.readouterr().out.strip().splitlines()
@@ -24,7 +24,7 @@ def test_bench_cli_end_to_end(cifar10_root, capsys):
 
 def test_bench_compiled_pipeline(cifar10_root, capsys):
     """--compile adds ours compiled to every round and prints its ratio just before the last line."""
-    from procrustes.__main__ import main
+    from procrustes.tooling.cli import main
 
     rc = main(["bench", "--device", "cpu", "--steps", "1", "--rounds", "1", "--workers", "0", "--aug-samples", "100",
                "--compile"])
@@ -61,7 +61,7 @@ def test_decode_crops_reads_known_offsets(flip):
 def test_accuracy_compare_starts_from_the_same_weights(cifar10_root):
     import torch
 
-    from procrustes.data import load_benchmark
+    from procrustes.training.data import load_benchmark
 
     cfg = bench.bench_config()
     b = load_benchmark(cfg)
@@ -73,7 +73,7 @@ def test_accuracy_compare_starts_from_the_same_weights(cifar10_root):
 
 
 def test_bench_eval_prints_every_batch_and_the_ratio_last(capsys):
-    from procrustes.__main__ import main
+    from procrustes.tooling.cli import main
 
     assert main(["bench", "--device", "cpu", "--eval", "24", "--rounds", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -87,8 +87,8 @@ def test_the_evaluation_batch_changes_no_count():
     predictions, so EVAL_BATCH may differ by device without moving a result."""
     import torch
 
-    from procrustes.models import build_model
-    from procrustes.train import EVAL_BATCH, eval_batch, evaluate
+    from procrustes.method.models import build_model
+    from procrustes.training.train import EVAL_BATCH, eval_batch, evaluate
 
     torch.manual_seed(0)
     model = build_model("resnet32", 10, normed=False).to(memory_format=torch.channels_last)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from procrustes import claims
-from procrustes import experiments as ex
+from procrustes.results import claims
+from procrustes.results import experiments as ex
 
 from .test_tables_plots import fake_result
 

@@ -55,7 +55,7 @@ def test_nothing_was_loaded_or_written(cli):
 
 
 def test_main_returns_2_in_process(capsys):
-    from procrustes.__main__ import main
+    from procrustes.tooling.cli import main
 
     assert main(["train", "--set", "mfw_prob=2"]) == 2
     assert main(["train", "--set", "nosuchfield=1"]) == 2
@@ -65,7 +65,7 @@ def test_main_returns_2_in_process(capsys):
 
 
 def test_unknown_subcommand_is_argparse_status_2(capsys):
-    from procrustes.__main__ import main
+    from procrustes.tooling.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["fly"])
@@ -77,8 +77,8 @@ def test_disk_full_during_training_is_one_line_and_leaves_no_temp_file(cifar10_r
     import errno
     import os
 
-    from procrustes import store
-    from procrustes.__main__ import main
+    from procrustes.training import store
+    from procrustes.tooling.cli import main
 
     real_fsync = os.fsync
 
@@ -103,9 +103,9 @@ def test_set_takes_the_fields_of_the_flags_and_none(monkeypatch, tmp_path, capsy
     --set FIELD=none sets None, and the method's spelling is made canonical."""
     import importlib
 
-    from procrustes.__main__ import main
+    from procrustes.tooling.cli import main
 
-    trainer = importlib.import_module("procrustes.train")  # procrustes.train is also the function
+    trainer = importlib.import_module("procrustes.training.train")  # procrustes.training.train is also the function
     seen = []
 
     def fake_run(cfg, **kwargs):
@@ -128,7 +128,7 @@ def test_set_takes_the_fields_of_the_flags_and_none(monkeypatch, tmp_path, capsy
     ("epochs=none", "epochs cannot be none"),
 ])
 def test_bad_set_is_one_line_before_anything_is_written(tmp_path, capsys, assignment, match):
-    from procrustes.__main__ import main
+    from procrustes.tooling.cli import main
 
     assert main(["train", "--profile", "smoke", "--method", "mfw", "--mfw-point", "random", "--results", str(tmp_path),
                  "--set", assignment]) == 2
@@ -141,8 +141,8 @@ def test_read_only_results_is_one_line_before_training(tmp_path, monkeypatch, ca
     """Issue 25.7 (as root chmod does not stop writes: the permission check is simulated)."""
     import os
 
-    from procrustes import store
-    from procrustes.__main__ import main
+    from procrustes.training import store
+    from procrustes.tooling.cli import main
 
     real_access = os.access
     monkeypatch.setattr(store.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from procrustes.config import ConfigError, make_config
-from procrustes.data import spec
-from procrustes.losses import Criterion
-from procrustes.models import resnet32
-from procrustes.train import (AUTO_COMPILE_MODE, COMPILE_MIN_IMAGES_CPU, TORCH_COMPILE_MODES, TrainStep, compile_mode, run,
+from procrustes.training.config import ConfigError, make_config
+from procrustes.training.data import spec
+from procrustes.method.losses import Criterion
+from procrustes.method.models import resnet32
+from procrustes.training.train import (AUTO_COMPILE_MODE, COMPILE_MIN_IMAGES_CPU, TORCH_COMPILE_MODES, TrainStep, compile_mode, run,
                               use_compile)
-from procrustes.weaken import staged_point_mixers
+from procrustes.method.weaken import staged_point_mixers
 
 COUNTS = [100] * 5 + [10] * 5
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -41,13 +41,13 @@ def test_auto_compiles_on_cuda_and_long_cpu_runs(monkeypatch):
 
 
 def test_a_bad_setting_is_refused_before_the_data_are_read(monkeypatch, tmp_path):
-    monkeypatch.setattr("procrustes.train.load_benchmark", lambda *a, **k: pytest.fail("data read"))
+    monkeypatch.setattr("procrustes.training.train.load_benchmark", lambda *a, **k: pytest.fail("data read"))
     with pytest.raises(ConfigError, match="unknown compile setting 'fast'"):
         run(make_config("smoke"), compile="fast", results=tmp_path)
 
 
 def test_the_profiles_compile_where_it_pays():
-    from procrustes.data import benchmark_counts
+    from procrustes.training.data import benchmark_counts
 
     for profile, expected in (("smoke", False), ("cpu", True)):
         cfg = make_config(profile, dataset="cifar10", imbalance="step", ratio=100)
@@ -74,7 +74,7 @@ def test_compile_is_not_in_the_key_and_the_provenance_says(cifar10_root, tmp_pat
 @pytest.mark.parametrize("method,point", [("mfw", "stage1"), ("mfw", "input"), ("mfw", "feature"), ("manifold-mixup", None)])
 def test_the_mixing_hooks_compile_without_graph_breaks(method, point):
     cfg = make_config("smoke", method=method, **({"mfw_point": point} if point else {}), seed=0)
-    from procrustes.mixing import plan_batch, plan_points
+    from procrustes.method.mixing import plan_batch, plan_points
 
     torch.manual_seed(0)
     model = resnet32(10).to(memory_format=torch.channels_last).train()

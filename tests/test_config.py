@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from procrustes.config import PROFILES, ConfigError, RunConfig, make_config, parse_assignment, run_label, split_method, validate
+from procrustes.training.config import PROFILES, ConfigError, RunConfig, make_config, parse_assignment, run_label, split_method, validate
 
 
 def _changed(value):
@@ -219,8 +219,8 @@ def test_committed_result_keys_are_stable():
     import json
     from pathlib import Path
 
-    from procrustes import store
-    from procrustes.config import NONE
+    from procrustes.training import store
+    from procrustes.training.config import NONE
 
     files = sorted(glob.glob(str(Path(__file__).resolve().parents[1] / "results" / "cpu" / "*" / "result.json")))
     if not files:
@@ -268,7 +268,7 @@ def test_empty_lists_are_refused(assignment, match):
 
 
 def test_none_is_honoured_or_refused():
-    from procrustes.__main__ import set_overrides
+    from procrustes.tooling.cli import set_overrides
 
     over = set_overrides(["eval_per_class=none", "max_per_class=None", "clean_per_class=NONE"])
     cfg = make_config("cpu", **over)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from procrustes.config import ConfigError
-from procrustes.counts import group_definition, group_scale, shot_thresholds
-from procrustes.data import benchmark_counts, class_counts, class_groups, major_classes, subset_indices
+from procrustes.training.config import ConfigError
+from procrustes.method.counts import group_definition, group_scale, shot_thresholds
+from procrustes.training.data import benchmark_counts, class_counts, class_groups, major_classes, subset_indices
 
 from .conftest import cli_env, run_cli_many, ldam_drw_reference
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from procrustes.config import make_config
-from procrustes.data import (DataError, check_root, class_counts, load_benchmark, load_split, load_tinyimagenet,
+from procrustes.training.config import make_config
+from procrustes.training.data import (DataError, check_root, class_counts, load_benchmark, load_split, load_tinyimagenet,
                              spec)
 
 from .conftest import ldam_drw_reference, make_imagefolder

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from procrustes.config import ConfigError, make_config
-from procrustes.data import (DataError, ImageArrays, check_root, class_counts, load_benchmark, load_split,
+from procrustes.training.config import ConfigError, make_config
+from procrustes.training.data import (DataError, ImageArrays, check_root, class_counts, load_benchmark, load_split,
                              load_tinyimagenet)
 
 from .conftest import REPO, cli_env, make_imagefolder
@@ -100,10 +100,10 @@ _WRITER = textwrap.dedent("""
     import os, sys, time, types
     from pathlib import Path
 
-    pkg = types.ModuleType("procrustes")  # procrustes.data without the package's __init__ (which imports torch)
+    pkg = types.ModuleType("procrustes")  # procrustes.training.data without the package's __init__ (which imports torch)
     pkg.__path__ = [sys.argv[4]]
     sys.modules["procrustes"] = pkg
-    import procrustes.data as d
+    import procrustes.training.data as d
 
     root, base, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     decode = d._decode
@@ -184,7 +184,7 @@ def test_same_classes_keep_their_labels(tmp_path, private_cache):
 
 
 def test_test_labels_follow_names_not_positions():
-    from procrustes.data import _test_labels_by_name
+    from procrustes.training.data import _test_labels_by_name
 
     img = np.zeros((3, 1, 1, 3), np.uint8)
     tr = ImageArrays(img, np.array([0, 1, 2]), ["a", "b", "c"])
@@ -312,7 +312,7 @@ def test_a_class_with_too_few_images_is_named(tmp_path, private_cache):
 
 def test_data_root_is_recorded_without_the_machines_path(tmp_path, private_cache, monkeypatch):
     """Issue 25.8: committed results carried the absolute path of the machine that trained them."""
-    from procrustes.data import portable_root
+    from procrustes.training.data import portable_root
 
     cfg = make_config("smoke", dataset="imagefolder", imbalance="none")
     root = make_imagefolder(tmp_path / "tree", 2, 2, 1, size=8)

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from procrustes import data as d
-from procrustes.data import load_split
+from procrustes.training import data as d
+from procrustes.training.data import load_split
 
 from .conftest import make_imagefolder
 

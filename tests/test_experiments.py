@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from procrustes import experiments as ex
-from procrustes.config import make_config, validate
+from procrustes.results import experiments as ex
+from procrustes.training.config import make_config, validate
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])

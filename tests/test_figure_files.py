@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from procrustes import figure_files, plots
+from procrustes.results import figure_files, plots
 
 
 def _line_pdf(top: float) -> bytes:

@@ -1,4 +1,4 @@
-"""procrustes.harvest: the priority list, the plan, the import checks, and one SMOKE run of the whole
+"""procrustes.tooling.harvest: the priority list, the plan, the import checks, and one SMOKE run of the whole
 `make gpu-harvest SMOKE=1` path on the CPU (bench, plan, packed training, archive), imported with
 `make harvest-import` into a temporary store (never results/).
 
@@ -20,14 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from procrustes import experiments, harvest, make_config, store
+from procrustes.results import experiments
+from procrustes.tooling import harvest
+from procrustes import make_config
+from procrustes.training import store
 
 from .conftest import REPO, cli_env
 
 
 def _result(cfg, data_id: str = "0123456789abcdef", error: float = 50.0) -> dict:
     """A finished result of cfg, with every field the import checks, keyed as the store keys it."""
-    from procrustes.data import benchmark_counts
+    from procrustes.training.data import benchmark_counts
 
     counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
     C, E, acc = len(counts), cfg.epochs, 1 - error / 100
@@ -304,7 +307,7 @@ def test_import_refuses_deeply_nested_json_in_one_line(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def small_cifar(tmp_path_factory) -> Path:
     """PROCRUSTES_DATA with cifar10/{train,test}: the first 100 and 50 images of each class of data/cifar10."""
-    from procrustes.data import default_root
+    from procrustes.training.data import default_root
 
     src = default_root("cifar10")
     if not (src / "train").is_dir():
@@ -356,7 +359,7 @@ def test_smoke_harvest_archive_imports(smoke_archive, tmp_path):
 
     root = tmp_path / "store"
     cmd = (["make", "-s", "harvest-import", f"FILE={archive}"] if shutil.which("make")
-           else [sys.executable, "-m", "procrustes.harvest", "import", str(archive)])
+           else [sys.executable, "-m", "procrustes.tooling.harvest", "import", str(archive)])
     out = subprocess.run(cmd, cwd=REPO, env=cli_env(PROCRUSTES_RESULTS=str(root)), text=True, capture_output=True,
                          timeout=120)
     assert out.returncode == 0 and f"{len(results)} imported" in out.stdout, out.stdout + out.stderr

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from procrustes import harvest, store, train
+from procrustes.tooling import harvest
+from procrustes.training import store, train
 
 from .conftest import make_imagefolder
 
@@ -40,7 +41,7 @@ def _cfg():
 
 
 def _data_id(c):
-    from procrustes.data import load_benchmark
+    from procrustes.training.data import load_benchmark
 
     return load_benchmark(c).data["id"]
 
@@ -227,7 +228,7 @@ def test_smoke_budget_scales_with_a_busy_cpu_and_starts_after_the_data(env, monk
     monkeypatch.setattr(harvest, "cpu_slowdown", lambda seconds=0.3: 3.0)
     monkeypatch.setattr(harvest, "_start_child", lambda *a, **k: types.SimpleNamespace(poll=lambda: 0))
     monkeypatch.setattr(store, "collect", lambda queue, root=None: (list(queue), []))  # nothing missing: ends there
-    from procrustes import data as d
+    from procrustes.training import data as d
 
     real = d.load_split
     monkeypatch.setattr(d, "load_split", lambda *a: time.sleep(2) or real(*a))  # a slow data step

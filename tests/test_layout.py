@@ -1,4 +1,4 @@
-"""The package's shape (issue 26): no import cycle among its modules, counting imports made inside functions,
+"""The package's shape (issue 26): its rooms and their order, no import cycle among its modules, counting imports made inside functions,
 and no function longer than a screen."""
 from __future__ import annotations
 
@@ -89,3 +89,43 @@ def test_no_import_cycle_counting_imports_inside_functions():
 
 def test_no_function_longer_than_a_screen():
     assert long_functions() == []
+
+
+# the rooms, in order: a module may import its own room and the rooms before it, never one after it
+ROOMS = ("method", "training", "results", "tooling")
+EXTRA = {"examples": len(ROOMS)}  # worked examples use the package as a user would: any room
+
+
+def _rank(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 3:  # procrustes itself, procrustes.__main__, a room's __init__
+        return None
+    return ROOMS.index(parts[1]) if parts[1] in ROOMS else EXTRA.get(parts[1], -1)
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for mod, deps in graph.items():
+        r = _rank(mod)
+        if r is None:
+            continue
+        if r < 0:
+            out.append(f"{mod}: not in a room ({', '.join(ROOMS)} or {', '.join(EXTRA)})")
+        out.extend(f"{mod} imports {d}" for d in sorted(deps) if (_rank(d) or 0) > r and _rank(d) != len(ROOMS))
+        out.extend(f"{mod} imports the example {d}" for d in sorted(deps) if _rank(d) == len(ROOMS) and r != len(ROOMS))
+    return sorted(out)
+
+
+def test_the_layering_check_sees_an_upward_import():
+    assert layering_violations({"procrustes.method.models": {"procrustes.training.config"}})
+    assert layering_violations({"procrustes.training.train": {"procrustes.examples.your_model"}})
+    assert layering_violations({"procrustes.stray": set(), "procrustes.misc.stray": set()}) == [
+        "procrustes.misc.stray: not in a room (method, training, results, tooling or examples)"]
+    assert not layering_violations({"procrustes.results.claims": {"procrustes.training.store", "procrustes.method.counts"}})
+
+
+def test_every_module_sits_in_a_room_and_imports_only_rooms_before_it():
+    graph = import_graph()
+    assert {m.split(".")[1] for m in graph if m.count(".") >= 2} == set(ROOMS) | set(EXTRA)
+    assert sorted(p.name for p in PKG.glob("*.py")) == ["__init__.py", "__main__.py"]
+    assert layering_violations(graph) == []

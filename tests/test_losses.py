@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from procrustes.losses import Criterion, class_balanced_weights, class_weights, ldam_margins, reduce
+from procrustes.method.losses import Criterion, class_balanced_weights, class_weights, ldam_margins, reduce
 
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 

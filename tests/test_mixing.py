@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from procrustes.config import make_config
-from procrustes.mixing import BatchMix, draw_lam, mix_features, plan_batch, plan_points, selection_probs
+from procrustes.training.config import make_config
+from procrustes.method.mixing import BatchMix, draw_lam, mix_features, plan_batch, plan_points, selection_probs
 
 STEP = [100] * 5 + [10] * 5  # a step profile: classes 0-4 major, 5-9 minor
 
@@ -21,7 +21,7 @@ Y = torch.arange(10).repeat(20)  # 200 examples, 20 of each class
 
 
 def _at(mix: BatchMix, name: str, h: torch.Tensor) -> torch.Tensor:
-    """What the trainer's forward hook at point `name` does with this plan (procrustes.weaken.LayerMixing)."""
+    """What the trainer's forward hook at point `name` does with this plan (procrustes.method.weaken.LayerMixing)."""
     return mix_features(h, mix.perm, mix.lam) if name == mix.point and mix.perm is not None else h
 
 
@@ -210,7 +210,7 @@ def test_plan_points_cover_every_point_plan_batch_draws():
 
 
 def test_to_device_gives_the_values_of_a_plain_copy():
-    from procrustes.transfer import constant, to_device
+    from procrustes.method.transfer import constant, to_device
 
     a = np.random.default_rng(0).uniform(0.5, 1.0, 1000)
     assert torch.equal(to_device(a, "cpu"), torch.tensor(a, dtype=torch.float32))
@@ -222,7 +222,7 @@ def test_to_device_gives_the_values_of_a_plain_copy():
 def test_mfw_and_remix_steps_do_not_wait_for_the_device():
     """On CUDA the mixing plans and the normalisation reach the device without a host synchronisation
     (torch.cuda.set_sync_debug_mode('error') raises on any)."""
-    from procrustes.augment import augment, normalise
+    from procrustes.method.augment import augment, normalise
 
     y = Y.cuda()
     x = torch.randint(0, 256, (200, 32, 32, 3), dtype=torch.uint8, device="cuda")

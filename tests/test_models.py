@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from procrustes.models import NormedLinear, build_model, mixing_points, resnet18, resnet32
+from procrustes.method.models import NormedLinear, build_model, mixing_points, resnet18, resnet32
 
 R32_SHAPES = {"input": (2, 3, 32, 32), "stem": (2, 16, 32, 32), "stage1": (2, 16, 32, 32),
               "stage2": (2, 32, 16, 16), "stage3": (2, 64, 8, 8), "feature": (2, 64)}
@@ -43,7 +43,7 @@ def test_points():
 
 def _seen_points(net: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple]]:
     """(point, shape) in the order a forward pass reaches them: the model's input, the output of each
-    stages.<name>, the input of fc (where procrustes.weaken.staged_point_mixers mixes)."""
+    stages.<name>, the input of fc (where procrustes.method.weaken.staged_point_mixers mixes)."""
     seen = [("input", tuple(x.shape))]
     handles = [st.register_forward_hook(lambda m, a, out, n=n: seen.append((n, tuple(out.shape))))
                for n, st in net.stages.items()]

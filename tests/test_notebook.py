@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from procrustes import notebook
-from procrustes.notebook import ParameterError
+from procrustes.results import notebook
+from procrustes.results.notebook import ParameterError
 
 
 def ns(**values):
@@ -97,7 +97,7 @@ def test_strip_volatile_joins_the_chunks_of_a_stream(tmp_path):
 def test_parameters_other_than_the_committed_ones_never_write_over_the_committed_record(monkeypatch, tmp_path):
     """Issue 25, item 13: a notebook run with -y 'seeds: [0]' or -p imbalance exp writes to figures/custom/...,
     and every claims row names the setting that produced it."""
-    from procrustes import plots
+    from procrustes.results import plots
 
     monkeypatch.delenv("PROCRUSTES_FIGURES", raising=False)
     monkeypatch.setattr(plots, "REPO", tmp_path)

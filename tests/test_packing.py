@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from procrustes import make_config, store
-from procrustes.packing import RunFailures, run_many
+from procrustes import make_config
+from procrustes.training import store
+from procrustes.tooling.packing import RunFailures, run_many
 
 from .conftest import make_imagefolder
 
@@ -45,7 +46,7 @@ def _check_twice(executor, tree, root, monkeypatch, **kw):
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(sys.modules["procrustes.train"], "train", no_training)
+    monkeypatch.setattr(sys.modules["procrustes.training.train"], "train", no_training)
     again = run_many(cfgs, device="cpu", workers=2, executor=executor, data_root=tree, results=root, progress=False, **kw)
     assert [r["key"] for r in again] == [r["key"] for r in res]
     assert _stamps(cfgs, root) == before

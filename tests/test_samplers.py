@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from procrustes.samplers import class_probs, epoch_indices
+from procrustes.method.samplers import class_probs, epoch_indices
 
 COUNTS = [1000, 100, 10]
 LABELS = torch.from_numpy(np.repeat(np.arange(3), COUNTS))

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from procrustes import claims
-from procrustes.config import PROFILES, RunConfig, make_config
-from procrustes.counts import MANY_SHOT, FEW_SHOT, class_counts, class_groups, major_classes, shot_thresholds
+from procrustes.results import claims
+from procrustes.training.config import PROFILES, RunConfig, make_config
+from procrustes.method.counts import MANY_SHOT, FEW_SHOT, class_counts, class_groups, major_classes, shot_thresholds
 
-trainer = importlib.import_module("procrustes.train")  # `procrustes.train` is the function (re-exported)
+trainer = importlib.import_module("procrustes.training.train")  # `procrustes.training.train` is the function (re-exported)
 
 PAPER_MD = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "PAPER.md"
 
@@ -140,7 +140,7 @@ def test_paper_profile_matches_the_text_of_paper_md():
     assert (tiny.epochs, tiny.lr) == (t_epochs, t_lr)
     assert tiny.schedule()[1:3] == ((t_mile,), (t_factor,))
     # n_max of the benchmarks
-    from procrustes.counts import PAPER_SIZES
+    from procrustes.method.counts import PAPER_SIZES
 
     assert PAPER_SIZES["cifar10"][1] == _number(rf"n_max{ws}={ws}(\d+){ws}\(CIFAR-10\)", proto)
     assert PAPER_SIZES["cifar100"][1] == _number(rf"or{ws}(\d+){ws}\(CIFAR-100\)", proto)
@@ -273,9 +273,9 @@ def test_per_class_accuracies_recomputed_from_the_stored_weights(smoke_run):
     """The stored model's predictions, counted here by class with numpy, give the result's per-class test accuracy
     and the last epoch's clean training accuracy (whose classes differ in size: 20 and 4 images)."""
     cfg, root, res = smoke_run
-    from procrustes import store
-    from procrustes.augment import normalise
-    from procrustes.data import load_benchmark
+    from procrustes.training import store
+    from procrustes.method.augment import normalise
+    from procrustes.training.data import load_benchmark
 
     bench = load_benchmark(cfg)
     model = trainer.make_model(cfg, 10, False, torch.device("cpu"))

@@ -1,12 +1,12 @@
-"""How many runs to pack (procrustes.speed.best_workers), the threads each measured process gets, and the
+"""How many runs to pack (procrustes.tooling.speed.best_workers), the threads each measured process gets, and the
 `reproduce --workers` plumbing: auto measures and packs what pays, a count is used as given, 1 trains in this
 process as before. The measurement itself runs for real in the smoke harvest (tests/test_harvest.py)."""
 from __future__ import annotations
 
 import pytest
 
-from procrustes import speed
-from procrustes.speed import PACK_MIN_GAIN, best_workers, threads_per_process
+from procrustes.tooling import speed
+from procrustes.tooling.speed import PACK_MIN_GAIN, best_workers, threads_per_process
 
 
 def rates(eager, **packed):
@@ -42,8 +42,8 @@ def test_threads_split_the_cores_as_run_many_does():
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """reproduce with speed.measure and packing.run_many / train.run replaced by recorders."""
-    import procrustes.packing as packing
-    import procrustes.train as train
+    import procrustes.tooling.packing as packing
+    import procrustes.training.train as train
 
     calls = {"measure": [], "run_many": [], "run": []}
 
@@ -93,7 +93,7 @@ def test_reproduce_list_measures_nothing(fake, capsys):
     calls, tmp = fake
     import torch
 
-    from procrustes.experiments import all_runs
+    from procrustes.results.experiments import all_runs
 
     first = all_runs("smoke", ["04"])[0]  # interrupted after one epoch
     (tmp / "smoke" / f"{first.key()}-abcdef01").mkdir(parents=True)
@@ -124,7 +124,7 @@ def test_rates_print_alike_in_bench_and_workers():
 def test_gpu_count_of_a_device_string(monkeypatch):
     import torch
 
-    from procrustes.packing import default_workers, gpu_count
+    from procrustes.tooling.packing import default_workers, gpu_count
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert [gpu_count(d) for d in ("cpu", "cuda", "cuda:1")] == [0, 4, 1]

@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from procrustes import store
-from procrustes.config import make_config
-from procrustes.store import DamagedResult
+from procrustes.training import store
+from procrustes.training.config import make_config
+from procrustes.training.store import DamagedResult
 
 
 DATA = "0123456789abcdef"
@@ -314,7 +314,7 @@ def test_check_writable(tmp_path, monkeypatch):
     """Issue 25.7: --results naming a file, or a read-only folder, is one line before training."""
     import os
 
-    from procrustes.config import ConfigError
+    from procrustes.training.config import ConfigError
 
     store.check_writable(tmp_path / "new" / "folder")  # made when needed
     (tmp_path / "afile").write_text("x")

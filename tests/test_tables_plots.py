@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from procrustes import experiments as ex
-from procrustes import plots, tables
-from procrustes.data import class_groups
+from procrustes.results import experiments as ex
+from procrustes.results import plots, tables
+from procrustes.training.data import class_groups
 
 
 def fake_result(cfg, error: float, epochs: int = 3) -> dict:
     """A result dict shaped like train.train's, with simple made-up numbers (for tests only)."""
-    from procrustes.data import benchmark_counts
+    from procrustes.training.data import benchmark_counts
 
     counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
     C = len(counts)

@@ -11,15 +11,15 @@ import warnings
 import pytest
 import torch
 
-from procrustes import store
-from procrustes.config import make_config
-from procrustes.store import DamagedResult
-from procrustes.train import lr_at, run
+from procrustes.training import store
+from procrustes.training.config import make_config
+from procrustes.training.store import DamagedResult
+from procrustes.training.train import lr_at, run
 
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "feature_grad", "pred_major_share", "weakened_share",
                 "test_acc", "test_top1", "seconds", "train_acc_clean", "pred_major_share_clean")
-# `procrustes.train` is the function (the package re-exports it), so reach the module through importlib
-trainer = importlib.import_module("procrustes.train")
+# `procrustes.training.train` is the function (the package re-exports it), so reach the module through importlib
+trainer = importlib.import_module("procrustes.training.train")
 PROVENANCE_KEYS = ("git_commit", "torch", "device_name", "started_utc", "wall_s", "train_images_per_s")
 
 
@@ -33,7 +33,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def data_id(cifar10_root, cfg):
-    from procrustes.data import load_benchmark
+    from procrustes.training.data import load_benchmark
 
     return load_benchmark(cfg).data["id"]
 

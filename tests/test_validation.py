@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from procrustes import store
-from procrustes.config import ConfigError, RunConfig, make_config
-from procrustes.data import load_benchmark, subset_and_validation, subset_indices
-from procrustes.train import run
+from procrustes.training import store
+from procrustes.training.config import ConfigError, RunConfig, make_config
+from procrustes.training.data import load_benchmark, subset_and_validation, subset_indices
+from procrustes.training.train import run
 
 
 def test_validation_images_are_unused_balanced_and_shared_across_benchmarks():
@@ -90,7 +90,7 @@ def test_subset_curve_then_full_test_gives_the_full_curve_last_epoch(cifar10_roo
 
 # ---------------------------------------------------------------------------------------- the selection protocol
 
-from procrustes import selection  # noqa: E402
+from procrustes.results import selection  # noqa: E402
 
 
 def _fake(err: float, correct: str) -> dict:
@@ -143,7 +143,7 @@ def test_choose_keeps_the_default_within_noise_and_takes_a_clear_winner():
 def test_selection_grid_is_staged_and_seed_runs_accept_their_training_twins(tmp_path, monkeypatch):
     """Stage B is listed once stage A chose on its benchmark; a seed run counts as stored when the same training
     is stored without validation (the grid's runs); a screening run does not (it must carry validation)."""
-    from procrustes import store
+    from procrustes.training import store
 
     runs = selection.screening_runs("cpu", tmp_path)
     assert len(runs) == 12 and all(c.val_per_class == 100 and c.eval_per_class == 0 and c.seed == 0 for c in runs)

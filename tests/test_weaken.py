@@ -14,13 +14,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from procrustes import mixing
-from procrustes.config import make_config
-from procrustes.mixing import BatchMix, plan_batch
-from procrustes.models import resnet32
-from procrustes.bench_hooks import bench_hook_overhead, inline_mixed_forward
-from procrustes.weaken import MajorFeatureWeakening, ManifoldMixup, WeakeningError, find_layer, staged_point_mixers
-from procrustes.your_model import demo_sizes, fit, per_class_accuracy
+from procrustes.method import mixing
+from procrustes.training.config import make_config
+from procrustes.method.mixing import BatchMix, plan_batch
+from procrustes.method.models import resnet32
+from procrustes.tooling.bench_hooks import bench_hook_overhead, inline_mixed_forward
+from procrustes.method.weaken import MajorFeatureWeakening, ManifoldMixup, WeakeningError, find_layer, staged_point_mixers
+from procrustes.examples.your_model import demo_sizes, fit, per_class_accuracy
 
 COUNTS = [100] * 5 + [10] * 5  # step: classes 0-4 major (weakened by the median rule), 5-9 minor
 Y = torch.tensor([0, 1, 2, 3, 5, 6, 7, 8])  # batch 8: examples 0-3 major, 4-7 minor
@@ -642,13 +642,13 @@ def test_staged_point_mixers_needs_a_staged_net():
 @pytest.mark.parametrize("method,point", [("mfw", "input"), ("mfw", "stage2"), ("mfw", "feature"), ("mfw", "random"),
                                           ("manifold-mixup", None), ("erm", None)])
 def test_the_trainer_step_mixes_through_these_hooks(method, point):
-    """procrustes.train.TrainStep (hooks at plan_points(cfg), feature gradients from a pre-hook on fc) against
+    """procrustes.training.train.TrainStep (hooks at plan_points(cfg), feature gradients from a pre-hook on fc) against
     one step written by hand with the mixing in line: same plan, same logits, same weights after the step and
     the same feature gradients, bit for bit; close() leaves no hook behind."""
-    from procrustes.data import spec
-    from procrustes.losses import Criterion, reduce
-    from procrustes.mixing import plan_points
-    from procrustes.train import TrainStep
+    from procrustes.training.data import spec
+    from procrustes.method.losses import Criterion, reduce
+    from procrustes.method.mixing import plan_points
+    from procrustes.training.train import TrainStep
 
     cfg = make_config("smoke", method=method, **({"mfw_point": point} if point else {}), seed=4)
     s = spec("cifar10")
@@ -664,7 +664,7 @@ def test_the_trainer_step_mixes_through_these_hooks(method, point):
     hooked = {n for n, m in a.named_modules() if m._forward_hooks or m._forward_pre_hooks}
     assert len(step.mixers) == len(plan_points(cfg)) and "fc" in hooked
     g = torch.Generator().manual_seed(7)
-    from procrustes.augment import augment, normalise
+    from procrustes.method.augment import augment, normalise
     for k in range(3):
         x_u8 = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8, generator=g)
         y = torch.arange(16) % 10
@@ -739,7 +739,7 @@ class LastState(nn.Module):
 
 
 def test_an_rnn_whose_state_is_not_mixed_warns():
-    from procrustes.weaken import WeakeningWarning
+    from procrustes.method.weaken import WeakeningWarning
 
     with pytest.warns(WeakeningWarning, match="h_n and c_n"):
         MajorFeatureWeakening(LastState(), "lstm", COUNTS)
@@ -796,7 +796,7 @@ def test_a_train_mode_batchnorm_after_the_layer_moves_minor_logits():
 
 
 def test_docs_state_the_dtype_and_batchnorm_caveats():
-    from procrustes import weaken
+    from procrustes.method import weaken
 
     doc = " ".join(weaken.__doc__.split())
     assert "(bf16 under autocast), as in the trainer" not in doc

@@ -4,7 +4,7 @@ one into the committed store and give the other to the next lease.
 
 Why: a lent GPU gives about 15 minutes of device time, machine start included, 600 s a command, no internet, no
 ssh; what comes back is what the command left in $OUT (8 files at most, 16 MiB each). So `python -m
-procrustes.harvest run` (`make gpu-harvest`), in one command: loads CIFAR-10 (decoded in parallel), takes back
+procrustes.tooling.harvest run` (`make gpu-harvest`), in one command: loads CIFAR-10 (decoded in parallel), takes back
 the checkpoints earlier leases carried (data/harvest-carry/*.tar, each checked before anything is written),
 runs a GPU check (a few eager epochs of the first missing run through the whole trainer, seconds), measures the
 training speed in fresh processes (eager, MFW, packed, evaluation; no compile probe while the runs train
@@ -15,7 +15,7 @@ harvest-summary.json) is in $OUT from the first seconds and rewritten atomically
 carry file harvest-carry-<profile>-<stamp>.tar of the unfinished runs' checkpoints is rewritten as they move on;
 near the deadline the runs are asked to checkpoint at the end of their epoch and stop. A kill at any moment
 leaves the last complete archive, carry file and the console log (scripts/gpu_harvest.sh tees it into $OUT).
-`python -m procrustes.harvest import FILE` (`make harvest-import FILE=...`) checks every entry completely before
+`python -m procrustes.tooling.harvest import FILE` (`make harvest-import FILE=...`) checks every entry completely before
 writing any, writes all or none, and never replaces a stored result. Selection skips what the committed store
 already holds, so the next harvest continues.
 
@@ -40,8 +40,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .config import PROFILES, ConfigError, RunConfig, make_config, validate
+from ..training import store
+from ..training.config import PROFILES, ConfigError, RunConfig, make_config, validate
 from .speed import _die_with, bench_line, measure
 
 # the harvest's runs train eager: its estimates of what finishes in the window come from the eager rate it
@@ -50,7 +50,7 @@ from .speed import _die_with, bench_line, measure
 HARVEST_COMPILE = "off"
 # the compile mode its bench line times (`$HARVEST_COMPILE_MODE` overrides): "reduce-overhead" (CUDA graphs), the
 # candidate for a launch-bound ResNet-32 on a large GPU that no GPU here has measured yet; compile="auto" keeps
-# torch's default mode until this number says otherwise (procrustes.train.AUTO_COMPILE_MODE)
+# torch's default mode until this number says otherwise (procrustes.training.train.AUTO_COMPILE_MODE)
 HARVEST_COMPILE_MODE = "reduce-overhead"
 SAFETY = 1.15  # estimates are multiplied by this: a whole run planned for the window must end in it
 PAPER_BUDGET_S = 540.0  # of a 600 s command: the rest for the machine's python start and slack
@@ -147,7 +147,7 @@ def _check_summary(s: dict, cfg: RunConfig) -> None:
     need(isinstance(counts, list) and len(counts) >= 2 and all(_int(c, 1) for c in counts), "train_counts",
          "a list of positive class counts")
     if cfg.dataset != "imagefolder" and cfg.imbalance != "none":
-        from .data import benchmark_counts
+        from ..training.data import benchmark_counts
 
         need(counts == benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class), "train_counts",
              "the counts its config asks for")
@@ -238,7 +238,7 @@ def priority_runs(profile: str = "paper") -> list[RunConfig]:
     """CIFAR-10 paper-profile runs, most valuable first (issue 7): (1) step-100 ERM and MFW; (2) exp-100 and
     step-100 x {ERM, LDAM-DRW, MFW, MFW+LDAM-DRW}; (3) the rest of the CIFAR-10 table, all seed 0; (4) the same
     for seed 1, then seed 2; (5) the ablations, seed by seed. Other profiles: the same runs at their size."""
-    from .experiments import ablation_runs, cifar_table_runs
+    from ..results.experiments import ablation_runs, cifar_table_runs
 
     def cfg(imb: str, m: str, seed: int = 0, ratio: int = 100) -> RunConfig:
         return make_config("paper", dataset="cifar10", imbalance=imb, ratio=ratio, method=m, seed=seed)
@@ -263,7 +263,7 @@ def priority_runs(profile: str = "paper") -> list[RunConfig]:
 
 def images(cfg: RunConfig) -> tuple[int, int, int]:
     """(training images an epoch, evaluated images an epoch, evaluated images at the last epoch): CIFAR-10."""
-    from .data import benchmark_counts
+    from ..training.data import benchmark_counts
 
     counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
     per = lambda k: len(counts) * min(k or 1000, 1000)  # noqa: E731 (CIFAR test sets: 1000 or 100 a class)
@@ -389,7 +389,7 @@ CHECKPOINT_KEYS = {"model": dict, "opt": dict, "history": dict, "epoch": int, "w
 def carry_dir() -> Path:
     """Where a harvest finds the carry files of earlier leases: $HARVEST_CARRY, else data/harvest-carry/ (copy the
     harvest-carry-*.tar that a lease returned there, and name the folder in the device tool's `carry`)."""
-    from .data import default_data_dir
+    from ..training.data import default_data_dir
 
     env = os.environ.get("HARVEST_CARRY")
     return Path(env) if env else default_data_dir() / "harvest-carry"
@@ -442,9 +442,9 @@ def check_checkpoint(data: bytes, profile: str, folder: str) -> tuple[RunConfig,
         raise ValueError("negative wall, train_wall or images")
     if not all(isinstance(c, str) for c in ck["commits"]):
         raise ValueError("its commits are not strings")
-    from .data import benchmark_counts
-    from .losses import Criterion
-    from .train import make_model, make_optimizer
+    from ..training.data import benchmark_counts
+    from ..method.losses import Criterion
+    from ..training.train import make_model, make_optimizer
 
     counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
     try:
@@ -587,7 +587,7 @@ def _train_child(plan_path: str) -> int:
     try:
         run_many(cfgs, device=p["device"], workers=p["workers"], executor="process", results=Path(p["results"]))
     except RunFailures as e:
-        from .train import stop_requested
+        from ..training.train import stop_requested
 
         stopped = [c for c, err in e.failures if "no result in the store" in str(err)]
         if stop_requested() and len(stopped) == len(e.failures):
@@ -601,7 +601,7 @@ def _train_child(plan_path: str) -> int:
 
 def _check_run(c: dict, done_path: Path) -> None:
     """The GPU check: train c["config"] (a few epochs) on c["device"] into c["results"], write what happened."""
-    from .train import run
+    from ..training.train import run
 
     t = time.perf_counter()
     try:
@@ -623,7 +623,7 @@ def _start_child(plan_path: Path, env_extra: dict[str, str] | None = None) -> su
     env["PYTHONPATH"] = str(store.REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PROCRUSTES_COMPILE", HARVEST_COMPILE)
     env.update(env_extra or {})
-    child = subprocess.Popen([sys.executable, "-m", "procrustes.harvest", "_train", str(plan_path)], env=env,
+    child = subprocess.Popen([sys.executable, "-m", "procrustes.tooling.harvest", "_train", str(plan_path)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def pump() -> None:
@@ -794,7 +794,7 @@ def harvest(*, smoke: bool, budget_s: float | None, t0: float, out: Path | None,
     archive holds at least one run or a carried checkpoint."""
     import torch
 
-    from .train import TORCH_COMPILE_MODES
+    from ..training.train import TORCH_COMPILE_MODES
 
     device = os.environ.get("HARVEST_DEVICE") or ("cpu" if smoke else "cuda")
     mode = os.environ.get("HARVEST_COMPILE_MODE", HARVEST_COMPILE_MODE)
@@ -859,7 +859,7 @@ def _rates(first: RunConfig, ck: dict, device: str, compile_cap: float | None, b
     the GPU check's rate where that is higher; None (said why) when no training rate was measured."""
     import torch
 
-    from .train import compile_mode
+    from ..training.train import compile_mode
 
     runs_compile = compile_mode(os.environ.get("PROCRUSTES_COMPILE", HARVEST_COMPILE), torch.device(device), 10**9)
     cap = float(os.environ.get("HARVEST_COMPILE_CAP_S") or (45 if runs_compile else 0)) if compile_cap is None else compile_cap
@@ -932,7 +932,7 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
     outputs = Outputs(out, profile, work, summary, [c.key() for c in queue], CARRY_EVERY_S[profile])
     outputs.results()  # an archive (with the log so far) is in $OUT from now on
 
-    from .data import load_benchmark, load_split
+    from ..training.data import load_benchmark, load_split
 
     t = time.time()
     for split in ("train", "test"):  # decode into the uint8 cache once (in parallel), before any worker starts
@@ -1102,7 +1102,7 @@ def import_archive(path: Path, root: Path | None = None) -> dict[str, list[str]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m procrustes.harvest", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m procrustes.tooling.harvest", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="measure, train what fits in the budget, write one archive")
@@ -1142,6 +1142,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from procrustes import harvest as _h  # the importable module, so that spawned workers find its functions
+    from procrustes.tooling import harvest as _h  # the importable module, so that spawned workers find its functions
 
     sys.exit(_h.main())

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import counts as _counts
+from ..method import counts as _counts
 from .config import ConfigError
-from .counts import class_counts, class_groups, major_classes  # noqa: F401  (re-exported: the package's public names)
+from ..method.counts import class_counts, class_groups, major_classes  # noqa: F401  (re-exported: the package's public names)
 
 
 class DataError(RuntimeError):
@@ -52,7 +52,7 @@ def spec(dataset: str) -> DatasetSpec:
 
 
 def _benchmark_class_counts(num_classes: int, n_max: int, imbalance: str, ratio: float) -> list[int]:
-    """`procrustes.counts.class_counts` (the one definition) with its errors as ConfigError, for user input."""
+    """`procrustes.method.counts.class_counts` (the one definition) with its errors as ConfigError, for user input."""
     try:
         return _counts.class_counts(num_classes, n_max, imbalance, ratio)
     except ValueError as e:
@@ -111,7 +111,7 @@ class ImageArrays:
 def default_data_dir() -> Path:
     """$PROCRUSTES_DATA, else the repository's data/ folder."""
     env = os.environ.get("PROCRUSTES_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def default_root(dataset: str) -> Path:
@@ -484,7 +484,7 @@ def portable_root(root: str | Path | None) -> str:
     p = Path(root)
     if not p.is_absolute():
         return p.as_posix()
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     try:
         return Path(os.path.abspath(p)).relative_to(repo).as_posix()
     except ValueError:

@@ -12,7 +12,7 @@ import re
 import zlib
 from pathlib import Path
 
-from .store import atomic_write_bytes
+from ..training.store import atomic_write_bytes
 
 PDF_TOLERANCE = 1e-5  # points (1/72 inch): ten times the last digit matplotlib prints; any real change is larger
 PNG_TOLERANCE = 1  # of 255 per channel: one level, an antialiased edge moved by a millionth of a point

@@ -189,7 +189,7 @@ def render(data: dict[str, list[dict]]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from .store import atomic_write_text
+    from ..training.store import atomic_write_text
 
     if not path.exists() or path.read_text() != text:
         atomic_write_text(path, text)

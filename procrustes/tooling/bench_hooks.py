@@ -1,5 +1,5 @@
 """Benchmark of the MFW forward hooks against the same mixing written in line (`python -m procrustes bench --hooks`):
-tooling, apart from the method in `procrustes.weaken`."""
+tooling, apart from the method in `procrustes.method.weaken`."""
 from __future__ import annotations
 
 import contextlib
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import make_config
-from .mixing import BatchMix, mix_features, plan_batch
-from .models import resnet32
-from .weaken import MajorFeatureWeakening
+from ..training.config import make_config
+from ..method.mixing import BatchMix, mix_features, plan_batch
+from ..method.models import resnet32
+from ..method.weaken import MajorFeatureWeakening
 
 
 
@@ -72,9 +72,9 @@ def _timed(step: Callable[[], None], inside, n: int, batch_size: int) -> tuple[f
 
 def bench_hook_overhead(steps: int = 20, rounds: int = 2, batch_size: int = 128, threads: int = 1, layer: str = "stage1",
                         seed: int = 0, out: Callable[[str], None] | None = print) -> dict:
-    """Training images/s of `procrustes.models.resnet32` with MFW at `layer` (CPU, `threads` threads, batch
+    """Training images/s of `procrustes.method.models.resnet32` with MFW at `layer` (CPU, `threads` threads, batch
     `batch_size`, SGD): the mixing written in line (`inline_mixed_forward`, the trainer's path before it
-    moved onto hooks) against `procrustes.weaken`'s forward hook (`w.set_labels(y); model(x)`, the path of the
+    moved onto hooks) against `procrustes.method.weaken`'s forward hook (`w.set_labels(y); model(x)`, the path of the
     trainer and of a user's model), same process, same model, `rounds` alternating rounds of `steps` steps each
     (the order flips every round), after one warm-up step of each. Returns (and prints) the median images/s of each
     and their ratio forward hook / in line, in wall-clock time and in this process's CPU time (images per

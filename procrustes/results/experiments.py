@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .config import RunConfig, make_config
+from ..training.config import RunConfig, make_config
 
 SEEDS = {"paper": (0, 1, 2), "cpu": (0, 1, 2), "smoke": (0,)}
 TABLE_METHODS = ("erm", "focal", "ldam", "cb", "drw", "ldam-drw", "mfw", "mfw+drw", "mfw+ldam-drw")
@@ -139,7 +139,7 @@ def priority(c: RunConfig) -> tuple:
     return (row, c.seed)
 
 
-SELECTION_NOTEBOOK = "09_selection"  # its runs depend on what is stored (`procrustes.selection`)
+SELECTION_NOTEBOOK = "09_selection"  # its runs depend on what is stored (`procrustes.results.selection`)
 
 
 def all_runs(profile: str, notebooks: list[str] | None = None, results=None) -> list[RunConfig]:
@@ -166,7 +166,7 @@ def stored_and_missing(configs: list[RunConfig], results=None) -> tuple[list[dic
     """store.collect, where a selection seed run also counts as stored when its training twin is
     (`selection.stored`)."""
     from .selection import stored
-    from .store import read_result
+    from ..training.store import read_result
 
     done, missing = [], []
     for c in configs:
@@ -179,11 +179,11 @@ def gather(configs: list[RunConfig], *, train_missing: bool = False, device="aut
            progress: bool = True) -> tuple[list[dict], list[RunConfig]]:
     """(finished results, missing configs) from the result store, in the order of `configs`; with
     train_missing, first train (and store) the missing ones with `train.run`."""
-    from .store import collect
+    from ..training.store import collect
 
     done, missing = collect(configs, results)
     if train_missing and missing:
-        from .train import run
+        from ..training.train import run
 
         for c in missing:
             run(c, device=device, data_root=data_root, results=results, progress=progress)

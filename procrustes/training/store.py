@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import RunConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def check_writable(root: Path | None) -> None:

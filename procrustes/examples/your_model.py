@@ -1,5 +1,5 @@
 """Notebook 08's demo, apart from the method: MFW on a model you did not write, trained by a plain PyTorch loop
-on your ImageFolder data. `procrustes.weaken` holds the method (the forward hooks); this module only loads
+on your ImageFolder data. `procrustes.method.weaken` holds the method (the forward hooks); this module only loads
 data, trains with and without the hook, and scores per class."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import augment, normalise
-from .config import make_config
-from .data import default_root, load_benchmark
-from .train import balanced_subset, evaluate
-from .weaken import LayerMixing, MajorFeatureWeakening, WeakeningError
+from ..method.augment import augment, normalise
+from ..training.config import make_config
+from ..training.data import default_root, load_benchmark
+from ..training.train import balanced_subset, evaluate
+from ..method.weaken import LayerMixing, MajorFeatureWeakening, WeakeningError
 
 
 def _require(ok: bool, message: str) -> None:
@@ -46,7 +46,7 @@ def demo_sizes(profile: str | None = None, **overrides) -> tuple[str, dict]:
 def load_image_data(root=None, imbalance: str = "step", ratio: float = 10, max_per_class: int | None = None,
                     test_per_class: int | None = None, subset_seed: int = 0):
     """An ImageFolder tree ROOT/{train,test}/<class>/* (default: the CIFAR-10 JPEGs at data/cifar10) as a
-    `procrustes.data.Benchmark` (uint8 arrays): the training set made imbalanced with the LDAM-DRW rule
+    `procrustes.training.data.Benchmark` (uint8 arrays): the training set made imbalanced with the LDAM-DRW rule
     (`imbalance` exp/step/none, ratio rho, n_max = min(max_per_class, largest class)), the test set cut to the
     first `test_per_class` images of each class (None: all)."""
     cfg = make_config("paper", dataset="imagefolder", imbalance=imbalance, ratio=ratio, max_per_class=max_per_class,

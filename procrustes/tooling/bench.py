@@ -8,8 +8,8 @@ batch 128, SGD (momentum 0.9, weight decay 2e-4, lr 0.1):
     (shuffle, `--workers` processes, pinned memory on CUDA, persistent workers), fp32, contiguous NCHW, plain
     cross-entropy, torch's default (foreach) SGD, `cudnn.benchmark = True` as its main script sets, and the
     per-step `loss.item()` and top-1/top-5 accuracy of its training loop (a host synchronisation every step);
-(b) ours: `procrustes.train.TrainStep`, the very step `train()` runs: the training set as a uint8 tensor on
-    the device, batched augmentation (`procrustes.augment`), channels_last, bf16 autocast where
+(b) ours: `procrustes.training.train.TrainStep`, the very step `train()` runs: the training set as a uint8 tensor on
+    the device, batched augmentation (`procrustes.method.augment`), channels_last, bf16 autocast where
     `use_bf16("auto", device)` says so, fused SGD on CUDA, the per-class diagnostics, no host synchronisation.
 
 After a warm-up of each, (a) and (b) alternate for `--rounds` rounds of `--steps` steps (the order flips every
@@ -22,8 +22,8 @@ image whose pixels encode their own coordinates, each crop checked pixel for pix
 (N short runs one after another against N packed concurrently, `bench_packing`), `--compile` (a third
 pipeline: ours with the model compiled, as `train()` compiles it; the ratio compiled/reference is printed before
 the last line) and `--hooks` (MFW through
-forward hooks, the path of the trainer and of `procrustes.weaken`, against the same mixing written in line:
-`procrustes.bench_hooks.bench_hook_overhead`, ratio last) and `--eval [N]` (the trainer's evaluation at several
+forward hooks, the path of the trainer and of `procrustes.method.weaken`, against the same mixing written in line:
+`procrustes.tooling.bench_hooks.bench_hook_overhead`, ratio last) and `--eval [N]` (the trainer's evaluation at several
 batches on N random images, `bench_eval`: the ratio of the trainer's batch against 1000, last).
 """
 from __future__ import annotations
@@ -39,13 +39,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .augment import augment
-from .config import RunConfig, make_config
-from .data import Benchmark, load_benchmark, major_classes
-from .losses import Criterion, class_weights
-from .models import build_model
-from .samplers import epoch_indices
-from .train import (TORCH_COMPILE_MODES, TrainStep, balanced_subset, evaluate, lr_at, make_model, make_optimizer,
+from ..method.augment import augment
+from ..training.config import RunConfig, make_config
+from ..training.data import Benchmark, load_benchmark, major_classes
+from ..method.losses import Criterion, class_weights
+from ..method.models import build_model
+from ..method.samplers import epoch_indices
+from ..training.train import (TORCH_COMPILE_MODES, TrainStep, balanced_subset, evaluate, lr_at, make_model, make_optimizer,
                     resolve_device, use_bf16)
 
 # chi-square critical values at p = 0.001 (df 8: nine offset bins) and the matching two-sided normal quantile
@@ -413,7 +413,7 @@ def bench_eval(dev: torch.device, images: int | None = None, batches: tuple[int,
     """img/s of the trainer's evaluate() (ResNet-32, channels_last, eval mode) at each batch, on random uint8
     images, each batch timed `rounds` times in alternation (best kept); the last line is the ratio of the
     trainer's batch on this device (train.eval_batch) against EVAL_BASELINE_BATCH. Returns batch -> img/s."""
-    from .train import eval_batch
+    from ..training.train import eval_batch
 
     images = images or (10000 if dev.type == "cuda" else 2000)
     ours = eval_batch(dev)
@@ -446,9 +446,9 @@ def main(args) -> int:
     """`python -m procrustes bench`: see the module docstring. args: device, steps, rounds, workers, data_root,
     and optionally accuracy_steps, aug_samples, packed, packed_epochs, compile (time ours compiled too), hooks
     (the MFW hook overhead instead)."""
-    from .store import device_name
+    from ..training.store import device_name
 
-    from .config import ConfigError
+    from ..training.config import ConfigError
 
     try:
         dev = resolve_device(args.device)
@@ -484,7 +484,7 @@ def main(args) -> int:
           f"{cfg.resolved_model()}, batch {cfg.batch_size}, device {dev} ({device_name(dev)}), torch {torch.__version__}")
     print(f"reference: PIL + torchvision transforms, DataLoader(workers={args.workers}, pin_memory={dev.type == 'cuda'}, "
           f"persistent_workers={args.workers > 0}), fp32 NCHW, SGD, cross-entropy, loss.item() each step")
-    print(f"ours: procrustes.train.TrainStep: uint8 set on {dev.type}, batched augment, channels_last, "
+    print(f"ours: procrustes.training.train.TrainStep: uint8 set on {dev.type}, batched augment, channels_last, "
           f"{'bf16 autocast' if ours_bf16 else 'fp32'}, {'fused ' if dev.type == 'cuda' else ''}SGD")
     print_augmentation_stats(augmentation_stats(getattr(args, "aug_samples", None) or 10000, dev))
     timing = time_pipelines(bench, cfg, dev, steps=args.steps, rounds=args.rounds, workers=args.workers,

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .counts import PAPER_SIZES, class_counts
+from ..method.choices import MFW_LAM, MFW_SELECT, MIXING_POINTS, mixing_points  # noqa: F401  (the method's vocabulary)
+from ..method.counts import PAPER_SIZES, class_counts
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder")
 IMBALANCES = ("exp", "step", "none")
@@ -20,20 +21,8 @@ MODELS = ("auto", "resnet32", "resnet18")
 LOSSES = ("erm", "focal", "cb", "drw", "ldam", "ldam-drw", "logit-adjust")
 MIXERS = ("mfw", "mixup", "manifold-mixup", "remix")
 SAMPLERS = ("instance", "class", "sqrt", "progressive", "drs")
-MFW_SELECT = ("median", "power", "inverse", "all")
-MFW_LAM = ("uniform", "beta", "beta-folded")
 MFW_ACTIVE = ("always", "until-drw")
 PRECISIONS = ("auto", "bf16", "fp32")
-# where each of our models can mix features (procrustes.models runs them as named stages; torch-free here so that
-# validating a config needs no model)
-MIXING_POINTS = {
-    "resnet32": ("input", "stem", "stage1", "stage2", "stage3", "feature"),
-    "resnet18": ("input", "stem", "stage1", "stage2", "stage3", "stage4", "feature"),
-}
-
-
-def mixing_points(model: str) -> tuple[str, ...]:
-    return MIXING_POINTS[model]
 
 
 class ConfigError(ValueError):

@@ -11,8 +11,8 @@
 A standard forward hook (`register_forward_hook`, returning the mixed output) replaces the layer's output h by
 lam_i h_i + (1 - lam_i) h_perm(i) for the examples MFW selects; the model's code is not touched and `detach()`
 (or leaving the `with` block) removes the hook. The draws and the math are those of the trainer, one
-implementation in `procrustes.mixing` (`selection_probs`, `draw_lam`, `draw_mfw`, `mix_features`): with the
-same generators, weakening the output of "stages.stage1" of `procrustes.models.resnet32` computes exactly
+implementation in `procrustes.method.mixing` (`selection_probs`, `draw_lam`, `draw_mfw`, `mix_features`): with the
+same generators, weakening the output of "stages.stage1" of `procrustes.method.models.resnet32` computes exactly
 what the trainer computes, since the trainer mixes through these very hooks (`staged_point_mixers`;
 tests/test_weaken.py checks it bit for bit against the mixing written in line).
 
@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MFW_LAM, MFW_SELECT
+from .choices import MFW_LAM, MFW_SELECT
 from .mixing import BatchMix, draw_mfw, mix_features, mixup_targets, selection_probs
 
 WHERE = ("output", "input")
@@ -104,7 +104,7 @@ _UNSET, _USED = object(), _Used()
 
 
 class LayerMixing:
-    """Mix the feature at one named submodule with a per-batch plan (a `procrustes.mixing.BatchMix`), through a
+    """Mix the feature at one named submodule with a per-batch plan (a `procrustes.method.mixing.BatchMix`), through a
     forward hook (where="output", the module's output) or a forward pre-hook (where="input", its first
     positional input; with layer="" that is the model's input). The subclasses make the plans from labels;
     `set_plan` gives one directly (None: nothing to mix in the next pass)."""
@@ -182,7 +182,7 @@ class LayerMixing:
 
     def loss(self, logits: torch.Tensor, loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
         """The batch loss with the plan's targets and coefficients: sum_k sum_i coef_ki l(logits_i, t_ki) /
-        sum_k sum_i coef_ki (`procrustes.losses.reduce`, unit class weights). For MFW it is the plain mean of
+        sum_k sum_i coef_ki (`procrustes.method.losses.reduce`, unit class weights). For MFW it is the plain mean of
         loss_fn(logits, y) (labels kept); for manifold mixup / Remix the mixed-label loss. loss_fn(logits,
         target, reduction="none") must give per-example losses."""
         from .losses import reduce
@@ -304,10 +304,10 @@ def _warn_unmixed_state(module: nn.Module, layer: str, where: str) -> None:
 
 
 def staged_point_mixers(model: nn.Module) -> dict[str, LayerMixing]:
-    """One (detached) LayerMixing per mixing point of this package's StagedNet (`procrustes.models`): "input"
+    """One (detached) LayerMixing per mixing point of this package's StagedNet (`procrustes.method.models`): "input"
     is the model's input, "feature" the input of `fc`, any other point the output of `stages.<point>`. Giving a
     batch's BatchMix to the mixer of mix.point (and None to the others) mixes there and nowhere else: how
-    `procrustes.train.TrainStep` mixes (bit for bit what `procrustes.bench_hooks.inline_mixed_forward` computes)."""
+    `procrustes.training.train.TrainStep` mixes (bit for bit what `procrustes.tooling.bench_hooks.inline_mixed_forward` computes)."""
     _check(hasattr(model, "points") and hasattr(model, "stages"), f"{type(model).__name__} is not a procrustes StagedNet")
     where = {"input": ("", "input"), "feature": ("fc", "input")}
     return {p: LayerMixing(model, *where.get(p, (f"stages.{p}", "output"))) for p in model.points}

@@ -3,7 +3,7 @@
 `run_many(configs, executor=...)`:
 
 - "process" (the default): a pool of `workers` spawned subprocesses on this machine, each calling
-  `procrustes.train.run`. With one GPU, the workers share it; with several, worker i uses cuda:(i mod n). On the
+  `procrustes.training.train.run`. With one GPU, the workers share it; with several, worker i uses cuda:(i mod n). On the
   CPU each worker gets cores // workers torch threads. It is the default because it needs nothing but this
   machine (no scheduler, no extra service), keeps each run in its own process (a crash or an out-of-memory
   error ends one run, not the batch; CUDA state is never shared) and uses the same code path as a single run.
@@ -18,7 +18,7 @@ Why pack at all: a ResNet-32 at batch 128 leaves most of a modern GPU idle (smal
 per-epoch evaluation and checkpoints on the host), so two or more runs per GPU may finish a sweep sooner.
 Without MPS the GPU time-slices between processes rather than running their kernels side by side, so the gain
 is bounded and MUST BE MEASURED ON THE GPU ITSELF. `python -m procrustes reproduce` (`--workers auto`) and the GPU
-harvest do: they time the step alone and k packed in fresh processes (`procrustes.speed.measure`) and pass the
+harvest do: they time the step alone and k packed in fresh processes (`procrustes.tooling.speed.measure`) and pass the
 count that pays (`speed.best_workers`) as `workers`. `python -m procrustes bench --packed N` (`bench_packing`)
 times N whole short runs one after another against N packed. run_many's own default when no count is given
 (2 workers per GPU, 1 on a CPU, where torch already uses every core) is a guess, not a measurement.
@@ -37,8 +37,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .config import RunConfig
+from ..training import store
+from ..training.config import RunConfig
 
 EXECUTORS = ("process", "submitit", "local-submitit", "serial")
 DEFAULT_TIMEOUT_MIN = 24 * 60  # submitit's own defaults (2 to 5 minutes) would kill a paper run
@@ -102,7 +102,7 @@ def _init_process_worker(counter, threads: int | None) -> None:
 def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str, progress: bool = False) -> dict | None:
     """One run in a pool worker; with progress, its bar on the worker's own line of the terminal. None without
     training when a stop was asked ($PROCRUSTES_STOP_FILE, train.stop_requested) before it started."""
-    from .train import run, stop_requested
+    from ..training.train import run, stop_requested
 
     if stop_requested():
         return None
@@ -120,7 +120,7 @@ def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str
 
 def _submitit_job(cfg_dict: dict, device: str, data_root, results: str, threads: int | None) -> dict | None:
     """One run inside a submitit job (SLURM or local). The job sees only its own GPU(s), so "cuda" means cuda:0."""
-    from .train import run
+    from ..training.train import run
 
     slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     _set_threads(int(slurm_cpus) if slurm_cpus else threads)
@@ -134,7 +134,7 @@ def _submitit_job(cfg_dict: dict, device: str, data_root, results: str, threads:
 def _warm_cache(configs: list[RunConfig], data_root) -> None:
     """Load each distinct dataset once here, so that its uint8 cache exists before workers start (and a
     missing dataset fails now, with one message, rather than once per worker)."""
-    from .data import load_split
+    from ..training.data import load_split
 
     seen = set()
     for c in configs:
@@ -147,7 +147,7 @@ def _warm_cache(configs: list[RunConfig], data_root) -> None:
 
 
 def _resolve(device: str) -> str:
-    from .train import resolve_device
+    from ..training.train import resolve_device
 
     dev = resolve_device(device)
     return "cuda" if device in ("auto", "cuda") and dev.type == "cuda" else str(dev)
@@ -227,7 +227,7 @@ def _collect(get_result, c: RunConfig, done: int, n: int, t0: float, failures: l
 
 
 def _serial(missing, device, data_root, root, progress):
-    from .train import run
+    from ..training.train import run
 
     failures, t0 = [], time.perf_counter()
     for i, c in enumerate(missing):
@@ -265,7 +265,7 @@ def _importable_env():
     """While jobs are submitted (they copy this environment), put this package's folder on PYTHONPATH, so
     that a job's fresh interpreter imports the same procrustes even where it is not pip-installed."""
     old = os.environ.get("PYTHONPATH")
-    here = str(Path(__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parents[2])
     os.environ["PYTHONPATH"] = here + (os.pathsep + old if old else "")
     try:
         yield

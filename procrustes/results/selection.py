@@ -20,7 +20,7 @@ unused), by rules written before the first selection run:
   on step-100 and exp-100) get seeds 1 and 2. A stored run with the same training counts (the grid's runs of
   the default config, which lack only the validation split), since validation never changes training
   (tests/test_validation.py).
-- Verdicts (`procrustes.claims`): the chosen method against ERM, and the chosen MFW + LDAM-DRW against
+- Verdicts (`procrustes.results.claims`): the chosen method against ERM, and the chosen MFW + LDAM-DRW against
   LDAM-DRW, with `claims.NOISE_RULE`, beside the default-reconstruction rows, labelled "selected on validation".
 
 Screening runs carry the validation split and no per-epoch test curve (`SCREEN_EVAL`): nothing in them invites a
@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PROFILES, RunConfig, make_config
+from ..training.config import PROFILES, RunConfig, make_config
 
 # images a class of the validation split, per profile; the paper profile has no unused CIFAR training images
 # (class 0 keeps all 5,000), so it has no selection grid
@@ -92,7 +92,7 @@ def training_twin(cfg: RunConfig) -> RunConfig:
 
 def find(cfg: RunConfig, root: Path | None = None) -> dict | None:
     """The stored result of cfg, or of its training twin (the same training, stored without validation)."""
-    from .store import read_result
+    from ..training.store import read_result
 
     return read_result(cfg, root) or read_result(training_twin(cfg), root)
 
@@ -159,7 +159,7 @@ def select(profile: str, root: Path | None = None) -> dict[str, dict[str, Choice
     out: dict[str, dict[str, Choice]] = {"A": {}, "B": {}}
     if not has_selection(profile):
         return out
-    from .store import read_result  # the screening run itself: its training twin has no validation record
+    from ..training.store import read_result  # the screening run itself: its training twin has no validation record
 
     for imb, r in STAGE_A_BENCHMARKS:
         cfgs = stage_configs(profile, "A", imb, r)
@@ -224,7 +224,7 @@ def all_selection_runs(profile: str, root: Path | None = None) -> list[RunConfig
 def stored(cfg: RunConfig, root: Path | None = None) -> dict | None:
     """The stored result that stands for a selection run: a screening run (seed 0) only as itself (it must carry
     the validation record), a seed run as itself or as its training twin."""
-    from .store import read_result
+    from ..training.store import read_result
 
     return read_result(cfg, root) if cfg.seed == SCREEN_SEED else find(cfg, root)
 
@@ -252,7 +252,7 @@ def gather(profile: str, *, train_missing: bool = False, device="auto", data_roo
            progress: bool = True) -> list[RunConfig]:
     """With train_missing, train the selection grid stage by stage (stage A, then stage B on its choice, then the
     seeds of both choices); returns what is still missing."""
-    from .train import run
+    from ..training.train import run
 
     for _ in range(3):  # stage A, stage B, seeds: each round can list what the previous one decided
         todo = [c for c in all_selection_runs(profile, root) if stored(c, root) is None]
@@ -292,7 +292,7 @@ BASELINE = {"A": "erm", "B": "ldam-drw"}  # what the chosen method of each stage
 
 def baseline_results(profile: str, root: Path | None = None) -> dict[tuple[str, str], dict[int, dict]]:
     """(stage, benchmark) -> {seed: result} of the grid's baseline run (ERM for stage A, LDAM-DRW for stage B)."""
-    from .store import read_result
+    from ..training.store import read_result
 
     out = {}
     for stage, (_, benches, _) in STAGES.items():

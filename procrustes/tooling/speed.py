@@ -1,7 +1,7 @@
 """Training speed measured in fresh processes, as the runs will train: one run alone (ERM and MFW), k runs packed
 at once (their aggregate images/s), forward-only evaluation, and optionally compiled.
 
-Why a module of its own: the GPU harvest (`procrustes.harvest`) plans what fits in its window from these rates,
+Why a module of its own: the GPU harvest (`procrustes.tooling.harvest`) plans what fits in its window from these rates,
 and `python -m procrustes reproduce --workers auto` chooses how many runs to pack from them
 (`best_workers`). Packing is only worth it where it is measured to pay: without MPS a GPU time-slices between
 processes, and on a CPU k processes share the same cores (each gets cores // k torch threads).
@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from .config import RunConfig
+from ..training.config import RunConfig
 from .packing import _cores
 
 # a packed count is chosen only when its aggregate beats the best smaller count's by this factor: below it, the
@@ -86,9 +86,9 @@ def _bench_worker(i: int, cfg_d: dict, device: str, seconds: float, packs: list[
         import torch
 
         from .bench import Ours, timed_steps
-        from .data import load_benchmark
-        from .store import device_name
-        from .train import evaluate, resolve_device
+        from ..training.data import load_benchmark
+        from ..training.store import device_name
+        from ..training.train import evaluate, resolve_device
 
         torch.set_num_threads(threads[1])
         dev = resolve_device(device)

@@ -2,7 +2,7 @@
 
 Every model runs as a list of named stages; its mixing points (input, stem, stage1.., feature) are places that
 standard forward hooks reach: the model's input, the output of `stages.<name>`, the input of `fc`
-(`procrustes.weaken.staged_point_mixers`). The forward pass itself is plain: feature mixing and gradient
+(`procrustes.method.weaken.staged_point_mixers`). The forward pass itself is plain: feature mixing and gradient
 diagnostics live in hooks, one implementation for these models and any other torch model.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MIXING_POINTS as POINTS  # noqa: F401  (re-exported: where these models can mix)
-from .config import mixing_points  # noqa: F401
+from .choices import MIXING_POINTS as POINTS  # noqa: F401  (re-exported: where these models can mix)
+from .choices import mixing_points  # noqa: F401
 
 
 class NormedLinear(nn.Module):

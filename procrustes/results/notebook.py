@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import PROFILES
+from ..training.config import PROFILES
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 # names IPython defines in every kernel (plus anything starting with "_")
@@ -196,7 +196,7 @@ def strip_volatile(path: str | Path) -> bool:
             cell["outputs"] = join_streams(cell["outputs"])
     text = json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
     if text != p.read_text():
-        from .store import atomic_write_text
+        from ..training.store import atomic_write_text
 
         atomic_write_text(p, text)
         return True
@@ -204,12 +204,12 @@ def strip_volatile(path: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m procrustes.notebook strip NOTEBOOK...: strip_volatile each file."""
+    """python -m procrustes.results.notebook strip NOTEBOOK...: strip_volatile each file."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] != "strip":
-        print("usage: python -m procrustes.notebook strip NOTEBOOK...", file=sys.stderr)
+        print("usage: python -m procrustes.results.notebook strip NOTEBOOK...", file=sys.stderr)
         return 2
     for a in args[1:]:
         strip_volatile(a)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, base_config, run_label
-from .counts import group_definition, major_classes
+from ..training.config import RunConfig, base_config, run_label
+from ..method.counts import group_definition, major_classes
 from .plots import (benchmark_name, figures_dir, group_test_acc, groups_of, majority_group, method_name, minority_group,
                     run_scale, shot_groups)
 

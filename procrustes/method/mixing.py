@@ -4,7 +4,7 @@ MFW: pick example i with probability p(y_i) (high for major classes, 0 for minor
 the same batch and lam_i, replace the hidden feature h_i by lam_i h_i + (1 - lam_i) h_j at one mixing point,
 and KEEP the label y_i. Mixup, manifold mixup and Remix mix labels too; they are here for comparison.
 Each batch gets a `BatchMix`: where to mix, with whom and how much, plus the targets and their coefficients.
-The draws and the math live here once, the mechanism once in `procrustes.weaken`: forward hooks on a named
+The draws and the math live here once, the mechanism once in `procrustes.method.weaken`: forward hooks on a named
 submodule of any torch model, which the trainer uses on its own models too (`staged_point_mixers`).
 """
 from __future__ import annotations
@@ -128,7 +128,7 @@ def plan_batch(cfg, y: torch.Tensor, counts, epoch: int, drw_epoch: int, gen: to
 
     The random draws, in order: MFW: `draw_mfw` (partners and coins from gen, lam from rng), then the point
     from rng when mfw_point="random"; the label-mixing methods: partners (gen), lam (rng), then the point
-    (rng) for manifold mixup. `procrustes.weaken` draws through the same functions in the same order."""
+    (rng) for manifold mixup. `procrustes.method.weaken` draws through the same functions in the same order."""
     b, dev = y.numel(), y.device
     ones = torch.ones(b, device=dev)
     mixer = cfg.mixer

@@ -13,15 +13,15 @@ import numpy as np
 import torch
 
 from . import store
-from .augment import augment, normalise
+from ..method.augment import augment, normalise
 from .config import ConfigError, RunConfig, validate
-from .counts import group_scale, major_classes, report_group_definition, report_groups
+from ..method.counts import group_scale, major_classes, report_group_definition, report_groups
 from .data import load_benchmark
-from .losses import Criterion, class_weights, reduce
-from .mixing import plan_batch, plan_points
-from .models import build_model
-from .samplers import epoch_indices
-from .weaken import staged_point_mixers
+from ..method.losses import Criterion, class_weights, reduce
+from ..method.mixing import plan_batch, plan_points
+from ..method.models import build_model
+from ..method.samplers import epoch_indices
+from ..method.weaken import staged_point_mixers
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -184,10 +184,10 @@ class TrainStep:
     autocast (when `bf16`), per-example loss reduced with this epoch's class weights, backward, SGD step, and
     the diagnostics (training accuracy, feature-gradient norms, predictions into major classes). Nothing in it
     waits for the device: the few host numbers a step needs (MFW's lam, the selection probabilities) go through
-    pinned memory without a synchronisation (`procrustes.transfer`).
-    `train` runs it; `procrustes.bench` times it against the reference pipeline.
+    pinned memory without a synchronisation (`procrustes.method.transfer`).
+    `train` runs it; `procrustes.tooling.bench` times it against the reference pipeline.
 
-    The mixing goes through `procrustes.weaken`'s forward hooks, the same mechanism a user attaches to their
+    The mixing goes through `procrustes.method.weaken`'s forward hooks, the same mechanism a user attaches to their
     own model: one hook per point the config may choose (`plan_points`), each given the batch's plan when the
     plan mixes there. The feature gradients come from a forward pre-hook on `fc`, registered after the
     mixers, so it sees the feature the classifier sees (mixed, when MFW mixes at "feature"). `close()` removes

@@ -2,7 +2,7 @@
 
 Conventions: x is the epoch (1 = after the first epoch); accuracies are in %; the feature-gradient norm is
 ||dLoss/d(feature)|| per training example (the penultimate feature, arbitrary units). Group curves average the
-per-class values over the classes of a group (`procrustes.counts.class_groups`): major/minor for step
+per-class values over the classes of a group (`procrustes.method.counts.class_groups`): major/minor for step
 imbalance, many/medium/few for the others (thresholds scaled with n_max). Titles name the benchmark and the
 profile the numbers come from. Several seeds of a method are drawn as their mean (thick line), a band from
 the lowest to the highest seed and every seed as a thin line; labels say how many seeds. Dotted vertical lines
@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .counts import class_groups, report_group_definition, report_groups
-from .counts import group_scale as counts_group_scale
+from ..method.counts import class_groups, report_group_definition, report_groups
+from ..method.counts import group_scale as counts_group_scale
 from .figure_files import write_figure_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # seaborn "colorblind": 0 blue, 1 orange, 2 green, 3 vermilion, 4 purple, 5 brown, 6 pink, 7 grey, 8 yellow, 9 sky
 PALETTE = sns.color_palette("colorblind")
