@@ -57,6 +57,20 @@ def test_step_major_half_is_the_n_max_half():
     assert class_groups(step, "step") == {"major": [0, 1, 2, 3, 4], "minor": [5, 6, 7, 8, 9]}
 
 
+def test_step_with_an_odd_class_count_keeps_a_minority():
+    """Step imbalance with an odd number of classes: the minority is the larger half, so the median is the minority
+    count; the n_max classes are the major ones (not every class), for the groups and for MFW's median rule."""
+    from procrustes.method.mixing import selection_probs
+
+    step = class_counts(5, 100, "step", 10)
+    assert step == [100, 100, 10, 10, 10]
+    assert major_classes(step).tolist() == [True, True, False, False, False]
+    assert class_groups(step, "step") == {"major": [0, 1], "minor": [2, 3, 4]}
+    assert selection_probs(step, "median").tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert major_classes([7, 7, 7]).tolist() == [True, True, True]  # equal counts: nothing to split
+    assert major_classes([9, 4, 2]).tolist() == [True, True, False]  # exp, odd: the median class stays major
+
+
 def test_shot_thresholds_are_the_paper_ones():
     assert (MANY_SHOT, FEW_SHOT) == (100, 20)
     assert shot_thresholds() == (100, 20)

@@ -26,9 +26,15 @@ def class_counts(num_classes: int, n_max: int, imbalance: str, ratio: float) -> 
 
 
 def major_classes(counts: list[int] | np.ndarray) -> np.ndarray:
-    """Boolean mask: classes with at least the median count (for step imbalance, exactly the n_max half)."""
+    """Boolean mask: classes with at least the median count (for step imbalance, exactly the n_max classes).
+
+    When the smallest count is the median (step imbalance with an odd number of classes, [100, 100, 10, 10, 10]:
+    the minority is the larger half), "at least the median" would call every class major; the classes above the
+    median are the major ones then. Equal counts (nothing to split) stay all major."""
     c = np.asarray(counts)
-    return c >= np.median(c)
+    mask = c >= np.median(c)
+    above = c > np.median(c)
+    return above if mask.all() and above.any() else mask
 
 
 def group_scale(dataset: str, max_per_class: int | None) -> float:

@@ -21,8 +21,9 @@ from .transfer import to_device
 def selection_probs(counts, rule: str = "median", prob: float = 1.0, gamma: float = 1.0) -> np.ndarray:
     """p(c) of weakening an example of class c.
 
-    median: prob for classes with n_c >= median count, 0 below; power: prob * ((n_c - n_min)/(n_max - n_min))**gamma;
-    inverse: prob * (1 - n_min / n_c); all: prob for every class (an ablation: no class dependence)."""
+    median: prob for the major classes (counts.major_classes: n_c >= median count), 0 for the rest;
+    power: prob * ((n_c - n_min)/(n_max - n_min))**gamma; inverse: prob * (1 - n_min / n_c);
+    all: prob for every class (an ablation: no class dependence)."""
     n = np.asarray(counts, dtype=np.float64)
     if rule == "median":
         p = major_classes(n).astype(np.float64)  # one definition of "major" (counts.major_classes)
