@@ -75,3 +75,54 @@ def test_save_figure_keeps_a_pdf_that_only_another_cpu_would_print_differently(t
     plots.save_figure(fig, "g", tmp_path)
     assert pdf.read_bytes() != first and png.exists()
     plt.close(fig)
+
+
+def _text_pdf(title: str) -> bytes:
+    """A PDF with embedded TrueType text (pdf.fonttype 42, as the committed figures): its font program is a
+    subset made by fontTools on the machine that draws it."""
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.set_title(title)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def test_another_font_subsetter_draws_the_same_figure():
+    """Another fontTools writes other bytes for the same glyphs (a name table with the licence, other sizes):
+    the figure is the same. Other text is another figure."""
+    import re
+    import zlib
+
+    a = _text_pdf("minority classes")
+    fonts = set(re.findall(rb"/FontFile2 (\d+) 0 R", a))
+    assert fonts, "the test PDF must embed a TrueType font program"
+    b = a
+    for n in fonts:
+        m = re.search(rb"(?<!\d)" + n + rb" 0 obj\s*<<(.*?)>>\s*stream\r?\n(.*?)\r?\nendstream", b, re.S)
+        other = zlib.compress(zlib.decompress(m.group(2)) + b"licence text of another subsetter")
+        head = re.sub(rb"/Length1 \d+", b"/Length1 99999", m.group(1))
+        b = b[:m.start(1)] + head + b[m.end(1):m.start(2)] + other + b[m.end(2):]
+    assert b != a
+    assert figure_files.same_pdf(a, b)
+    assert not figure_files.same_pdf(a, _text_pdf("majority classes"))
+
+
+def test_a_flate_stream_ending_in_a_carriage_return_is_read_whole():
+    """The stream pattern ends the data at an optional "\\r" and "\\n" before endstream, so compressed data whose last byte is 13
+    lost it and the PDF could not be compared at all (every make figures rewrote it)."""
+    import zlib
+
+    def pdf(payload: bytes, cut: int = 0) -> bytes:
+        z = zlib.compress(payload)
+        z = z[:len(z) - cut]
+        head = b"%%PDF-1.4\n1 0 obj\n<< /Filter /FlateDecode /Length %d >>\nstream\n" % len(z)
+        return head + z + b"\nendstream\nendobj\n"  # "\nendstream", as matplotlib writes it
+
+    payloads = (b"%d 0 m %d 1 l S" % (i % 997, i) for i in range(100000))  # adler32's low byte: all 256 values
+    cr = [p for p in payloads if zlib.compress(p)[-1] == 13][:2]
+    assert len(cr) == 2
+    assert figure_files.same_pdf(pdf(cr[0]), pdf(cr[0]))
+    assert not figure_files.same_pdf(pdf(cr[0]), pdf(cr[1]))
+    assert not figure_files.same_pdf(pdf(cr[0], cut=6), pdf(cr[0]))  # truncated: a damaged file is never the same

@@ -18,19 +18,44 @@ PDF_TOLERANCE = 1e-5  # points (1/72 inch): ten times the last digit matplotlib 
 PNG_TOLERANCE = 1  # of 255 per channel: one level, an antialiased edge moved by a millionth of a point
 
 _STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.S)
-_LENGTH = re.compile(rb"/Length \d+( 0 R)?")
+_LENGTH = re.compile(rb"/Length[123]? \d+( 0 R)?")  # /Length1-3: a font program's own sizes
 _LENGTH_REF = re.compile(rb"/Length (\d+) 0 R")
+_FONT_REF = re.compile(rb"/(?:FontFile[23]?|CIDToGIDMap) (\d+) 0 R")
+_OBJ = re.compile(rb"(?<!\d)(\d+) 0 obj\b")
+
+
+def _font_objects(data: bytes) -> set[bytes]:
+    """Numbers of the objects that hold an embedded font program or a CID-to-glyph map: their bytes are the font
+    subsetter's (fontTools' version decides them), not the figure's."""
+    return set(_FONT_REF.findall(data))
+
+
+def _inflate(body: bytes) -> bytes:
+    """A Flate stream's content. `_STREAM` ends the data at its "\r\n" or "\n" before endstream, so compressed
+    data that happens to end in a byte 13 ("\r") loses it there: it is put back, and bytes after the end of the
+    compressed data are ignored. An incomplete stream (a damaged file) raises zlib.error."""
+    d = zlib.decompressobj()
+    out = d.decompress(body + b"\r")
+    if not d.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return out
 
 
 def _pdf_tokens(data: bytes) -> list[bytes]:
     """The PDF's content as whitespace-separated tokens, with every Flate stream decompressed and what depends on
-    the compressed sizes (stream lengths, the cross-reference table, byte offsets) left out."""
+    the compressed sizes (stream lengths, the cross-reference table, byte offsets) left out. Embedded font
+    programs count by the fonts they name (their /FontName, /BaseFont and widths stay), not by their bytes, which
+    change with the font subsetter of the machine that drew the figure."""
     parts, at = [], 0
+    fonts = _font_objects(data)
     for m in _STREAM.finditer(data):
         head = data[at:m.start()]
         body = m.group(1)
-        if b"/FlateDecode" in head[head.rfind(b" obj"):]:  # the stream's own dictionary
-            body = zlib.decompress(body)
+        obj = _OBJ.findall(head)
+        if obj and obj[-1] in fonts:
+            body = b"<font-program>"
+        elif b"/FlateDecode" in head[head.rfind(b" obj"):]:  # the stream's own dictionary
+            body = _inflate(body)
         parts += [head, b" stream ", body, b" endstream"]
         at = m.end()
     text = _LENGTH.sub(b"", b"".join(parts) + data[at:])
