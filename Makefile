@@ -57,8 +57,8 @@ reproduce: ## on a GPU box: train what the paper profile lacks (resumable), then
 
 test: setup data lint unit nbval ## ruff, unit tests and nbval over the notebooks: what CI runs
 
-lint: setup ## ruff over the package and the tests (pyproject.toml: line length 140, pycodestyle + pyflakes)
-	$(VENV)/bin/ruff check procrustes tests scripts
+lint: setup ## ruff over the package, tests, scripts and notebooks (pyproject.toml: line length 140, pycodestyle + pyflakes)
+	$(VENV)/bin/ruff check procrustes tests scripts notebooks
 
 unit: setup ## unit tests only
 	$(PY) -m pytest tests -q
