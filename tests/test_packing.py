@@ -67,6 +67,27 @@ def test_local_submitit(tree, env, monkeypatch):
     assert (env / "submitit").is_dir()  # its logs and pickles live beside the results
 
 
+@pytest.mark.parametrize("executor", ["serial", "process-job"])
+def test_each_run_starts_with_a_fresh_compiler(executor, tree, env, monkeypatch):
+    """A worker trains run after run: without a reset, torch.compile's guards of earlier runs reached dynamo's
+    recompile limit and later runs trained eager. Each run must find the compiler's caches empty."""
+    import torch._dynamo
+
+    from procrustes.tooling import packing
+
+    resets, seen = [], []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(sys.modules["procrustes.training.train"], "run",
+                        lambda c, **k: seen.append(len(resets)) or {"key": c.key()})
+    cfgs = configs() + [configs()[0].replace(seed=2)]
+    if executor == "serial":
+        packing._serial(cfgs, "cpu", tree, env, False)
+    else:
+        for c in cfgs:
+            packing._process_job(c.to_dict(), "cpu", 0, tree, str(env))
+    assert seen == [1, 2, 3]  # a reset before each run, not once per process
+
+
 def test_a_failed_run_is_raised_after_the_others_finish(tree, env):
     good = configs()[0]
     bad = good.replace(ratio=1000.0)  # 12 images in the largest class: the smallest would keep none

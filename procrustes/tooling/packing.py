@@ -99,6 +99,15 @@ def _init_process_worker(counter, threads: int | None) -> None:
     _set_threads(threads)
 
 
+def _fresh_compiler() -> None:
+    """Forget the graphs torch.compile made for the runs before this one in the same process. Each run brings its own
+    hooks and batch sizes, and the guards pile up: on 2026-12-06 a pool worker's third run hit torch._dynamo's
+    recompile limit (8) and silently trained eager. run_many owns the process while it trains, so nothing else is lost."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+
+
 def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str, progress: bool = False) -> dict | None:
     """One run in a pool worker; with progress, its bar on the worker's own line of the terminal. None without
     training when a stop was asked ($PROCRUSTES_STOP_FILE, train.stop_requested) before it started."""
@@ -114,6 +123,7 @@ def _process_job(cfg_dict: dict, device: str, gpus: int, data_root, results: str
 
         torch.cuda.set_device(torch_device_index(device))
     cfg = RunConfig.from_dict(cfg_dict)
+    _fresh_compiler()
     return run(cfg, device=device, data_root=_root_for(data_root, cfg.dataset), results=Path(results), progress=progress,
                bar_position=_WORKER.get("id", 0) if progress else None)
 
@@ -231,6 +241,7 @@ def _serial(missing, device, data_root, root, progress):
 
     failures, t0 = [], time.perf_counter()
     for i, c in enumerate(missing):
+        _fresh_compiler()
         job = partial(run, c, device=device, data_root=_root_for(data_root, c.dataset), results=root, progress=progress)
         _collect(job, c, i + 1, len(missing), t0, failures, progress, "")
     return failures
