@@ -102,7 +102,8 @@ def _init_process_worker(counter, threads: int | None) -> None:
 def _fresh_compiler() -> None:
     """Forget the graphs torch.compile made for the runs before this one in the same process. Each run brings its own
     hooks and batch sizes, and the guards pile up: on 2026-12-06 a pool worker's third run hit torch._dynamo's
-    recompile limit (8) and silently trained eager. run_many owns the process while it trains, so nothing else is lost."""
+    recompile limit (8) and silently trained eager. A pool worker holds nothing else; in the serial path a caller's own
+    compiled functions lose their graphs too and recompile on their next call (slower once, same results)."""
     import torch._dynamo
 
     torch._dynamo.reset()
