@@ -128,23 +128,29 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
     for (d, i, ratio, m), cs in cells.items():
         done = runs[runs.key.isin([c.key() for c in cs if c.key() in by_key])]
         rep = reported_error(d, i, ratio, m, ref)
-        mean = float(done.top1_error.mean()) if len(done) else math.nan
+        summary = _seeds_summary(done, len(cs))
         rows.append({
-            "dataset": d, "imbalance": i, "ratio": ratio, "method": m,
-            "seeds_done": f"{len(done)}/{len(cs)}",
-            "top1_error_mean": mean,
-            "top1_error_std": _std(done.top1_error),
-            "lower_half_acc_mean": float(done.lower_half_acc.mean()) if len(done) else math.nan,
-            "upper_half_acc_mean": float(done.upper_half_acc.mean()) if len(done) else math.nan,
-            "minority_group": done.minority_group.iloc[0] if len(done) else None,
-            "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan,
-            "majority_group": done.majority_group.iloc[0] if len(done) else None,
-            "majority_acc_mean": float(done.majority_acc.mean()) if len(done) else math.nan,
+            "dataset": d, "imbalance": i, "ratio": ratio, "method": m, **summary,
             "reported_method": reported_name(d, m) or "",
             "reported_top1_error": rep,
-            "ours_minus_reported": mean - rep if compare else math.nan,
+            "ours_minus_reported": summary["top1_error_mean"] - rep if compare else math.nan,
         })
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
+
+
+def _seeds_summary(done: pd.DataFrame, planned: int) -> dict:
+    """The columns a table row shares, from the finished seeds of one cell (run_rows' rows): seeds done of planned,
+    mean/std top-1 error, mean half- and group accuracies (NaN and None while no seed is done)."""
+    def mean(col: str) -> float:
+        return float(done[col].mean()) if len(done) else math.nan
+
+    def first(col: str):
+        return done[col].iloc[0] if len(done) else None
+
+    return {"seeds_done": f"{len(done)}/{planned}", "top1_error_mean": mean("top1_error"), "top1_error_std": _std(done.top1_error),
+            "lower_half_acc_mean": mean("lower_half_acc"), "upper_half_acc_mean": mean("upper_half_acc"),
+            "minority_group": first("minority_group"), "minority_acc_mean": mean("minority_acc"),
+            "majority_group": first("majority_group"), "majority_acc_mean": mean("majority_acc")}
 
 
 def table_groups_note(results: list[dict]) -> str:
@@ -196,15 +202,7 @@ def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
         done = runs.loc[keys] if keys else runs.iloc[0:0]
         default = group != "relatives" and all(c.key() == base_config(c).key() for c in cs)
         rows.append({"benchmark": bench, "group": group, "label": label, "method": method, "default": default,
-                     "seeds_done": f"{len(done)}/{len(cs)}",
-                     "top1_error_mean": float(done.top1_error.mean()) if len(done) else math.nan,
-                     "top1_error_std": _std(done.top1_error),
-                     "lower_half_acc_mean": float(done.lower_half_acc.mean()) if len(done) else math.nan,
-                     "upper_half_acc_mean": float(done.upper_half_acc.mean()) if len(done) else math.nan,
-                     "minority_group": done.minority_group.iloc[0] if len(done) else None,
-                     "minority_acc_mean": float(done.minority_acc.mean()) if len(done) else math.nan,
-                     "majority_group": done.majority_group.iloc[0] if len(done) else None,
-                     "majority_acc_mean": float(done.majority_acc.mean()) if len(done) else math.nan})
+                     **_seeds_summary(done, len(cs))})
     return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "default", "seeds_done", "top1_error_mean",
                                        "top1_error_std", "lower_half_acc_mean", "upper_half_acc_mean",
                                        "minority_group", "minority_acc_mean", "majority_group", "majority_acc_mean"])
