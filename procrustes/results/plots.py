@@ -635,6 +635,7 @@ def plot_selection(df, title: str):
                 if r.chosen:
                     ax.annotate("*", (xi, r.val_error), ha="center", va="bottom", fontsize=14)
         ax.set_xticks(np.arange(len(benches)), [f"CIFAR-10 {b}" for b in benches])
+        ax.set_xlim(-0.5, len(benches) - 0.5)  # a benchmark still waiting for its runs keeps its slot
         ax.set_ylabel("validation error (%), last epoch, seed 0")
         ax.set_title(names[stage])
         ax.set_ylim(0, 1.12 * max(sub.val_error.max(), 1) if sub.val_error.notna().any() else 1)
