@@ -53,6 +53,12 @@ def test_reported_numbers_and_names():
         assert math.isnan(tables.reported_error("cifar10", "exp", 100, m))
 
 
+def test_method_names_keep_a_chosen_variant():
+    assert plots.method_name("mfw+ldam-drw") == "MFW + LDAM-DRW"
+    assert plots.method_name("mfw [stage2 / power]") == "MFW [stage2 / power]"  # notebook 09's chosen configs
+    assert plots.method_name("mfw+ldam-drw [until DRW]") == "MFW + LDAM-DRW [until DRW]"
+
+
 def test_shipped_reference_is_the_shared_one():
     shared = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ldam_drw_reported.csv"
     if not shared.exists():

@@ -113,9 +113,10 @@ def save_figure(fig, name: str, outdir: str | Path | None = None, dpi: int = 150
 
 
 def method_name(method: str) -> str:
-    """'mfw+ldam-drw' -> 'MFW + LDAM-DRW'."""
-    parts = method.split("+")
-    return " + ".join(METHOD_NAMES.get(p, p) for p in parts)
+    """'mfw+ldam-drw' -> 'MFW + LDAM-DRW'; a bracketed variant stays as written: 'mfw [stage2 / power]' ->
+    'MFW [stage2 / power]' (notebook 09's chosen configs)."""
+    base, bracket, variant = method.partition(" [")
+    return " + ".join(METHOD_NAMES.get(p, p) for p in base.split("+")) + bracket + variant
 
 
 def benchmark_name(dataset: str, imbalance: str, ratio: float) -> str:
