@@ -171,3 +171,32 @@ def test_selection_grid_is_staged_and_seed_runs_accept_their_training_twins(tmp_
     assert selection.stored(default_1, tmp_path) is not None
     exp_default_0 = selection.screening_config("cpu", "exp", 100, "mfw", {}, seed=0)
     assert selection.stored(exp_default_0, tmp_path) is None and selection.find(exp_default_0, tmp_path) is not None
+
+
+def _run(err: float, compiled, commit: str = "a" * 40) -> dict:
+    prov = {"git_commit": commit} if compiled is None else {"git_commit": commit, "compiled": compiled}
+    return {"summary": {"test_error": err}, "provenance": prov}
+
+
+def test_a_run_stored_on_two_code_paths_is_measured_and_a_mixed_comparison_says_so(tmp_path, monkeypatch):
+    """twin_pairs finds a selection run stored as itself and as its training twin, and reports the two paths and
+    their difference; path_caveat is silent when every run took one path and names the paths and the measured
+    moves when they differ."""
+    from procrustes.training import store
+
+    stored: dict[str, dict] = {}
+    cfg = selection.screening_config("cpu", "step", 100, "mfw", {})
+    stored[cfg.key()] = {**_run(43.61, True), "summary": {"test_error": 43.61, "val_error": 44.3, "val_correct": "1"}}
+    stored[selection.training_twin(cfg).key()] = _run(46.41, None)  # the grid's: from before `compiled` was recorded
+    monkeypatch.setattr(store, "read_result", lambda c, root=None, data_id=None: stored.get(c.key()))
+    pairs = selection.twin_pairs("cpu", tmp_path)
+    assert len(pairs) == 1
+    row = pairs.iloc[0]
+    assert (row["benchmark"], row["seed"], row["path"], row["twin_path"]) == ("step-100", 0, "compiled", "eager")
+    assert row["difference"] == pytest.approx(43.61 - 46.41)
+    one = {"ERM": {0: _run(52.0, False), 1: _run(53.0, None)}, "MFW": {0: _run(46.0, None), 1: _run(47.0, False)}}
+    assert selection.path_caveat(one, pairs) == ""
+    mixed = {"ERM": {0: _run(52.0, False), 1: _run(53.0, None)}, "MFW": {0: _run(43.6, True), 1: _run(47.0, False)}}
+    text = selection.path_caveat(mixed, pairs)
+    assert "ERM eager (seeds 0, 1)" in text and "MFW compiled (seed 0), eager (seed 1)" in text
+    assert "-2.80 (step-100 mfw seed 0)" in text

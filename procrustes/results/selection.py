@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..training.config import PROFILES, RunConfig, make_config
+from ..training.config import PROFILES, RunConfig, make_config, run_label
 
 # images a class of the validation split, per profile; the paper profile has no unused CIFAR training images
 # (class 0 keeps all 5,000), so it has no selection grid
@@ -326,6 +326,60 @@ def results_table(profile: str, root: Path | None = None):
     return pd.DataFrame(rows)
 
 
+def code_path(result: dict) -> str:
+    """How a stored run trained: "compiled" (torch.compile) or "eager" (runs from before the compile setting
+    record none). Not in the run's key: a compiled step agrees with an eager one to rounding
+    (tests/test_compile.py), but over a whole run the rounding grows into a different trajectory."""
+    return "compiled" if result.get("provenance", {}).get("compiled") else "eager"
+
+
+def twin_pairs(profile: str, root: Path | None = None):
+    """One row a selection run stored twice, as itself (with validation) and as its training twin (the grid's
+    form): the same training, so any difference in test error comes from the code path (compiled or eager),
+    the commit or the machine. These rows measure how far a run moves between paths: the noise that mixing
+    paths adds to a comparison."""
+    import pandas as pd
+
+    from ..training.store import read_result
+
+    rows = []
+    if not has_selection(profile):
+        return pd.DataFrame(rows)
+    choices = select(profile, root)
+    for c in screening_runs(profile, root, choices) + seed_runs(profile, root, choices):
+        a, b = read_result(c, root), read_result(training_twin(c), root)
+        if a is None or b is None:
+            continue
+        ea, eb = a["summary"]["test_error"], b["summary"]["test_error"]
+        rows.append({"benchmark": bench_name(c.imbalance, c.ratio), "method": c.method, "run_label": run_label(c),
+                     "seed": c.seed, "path": code_path(a), "twin_path": code_path(b), "test_error": ea,
+                     "twin_test_error": eb, "difference": ea - eb,
+                     "commits": f"{a['provenance'].get('git_commit', '?')[:8]} / {b['provenance'].get('git_commit', '?')[:8]}"})
+    return pd.DataFrame(rows)
+
+
+def _paths(runs: dict[int, dict]) -> str:
+    """'compiled (seeds 0, 1, 2)' or 'compiled (seed 0), eager (seeds 1, 2)'."""
+    by: dict[str, list[int]] = {}
+    for s in sorted(runs):
+        by.setdefault(code_path(runs[s]), []).append(s)
+    return ", ".join(f"{p} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})" for p, ss in by.items())
+
+
+def path_caveat(sides: dict[str, dict[int, dict]], pairs) -> str:
+    """'' when every run of every side trained on one code path; else a sentence naming each side's paths and
+    what the runs stored on both paths (twin_pairs) measured, so a verdict is not read as free of that noise."""
+    if len({code_path(r) for runs in sides.values() for r in runs.values()}) <= 1:
+        return ""
+    text = "; careful: code paths differ: " + "; ".join(f"{n} {_paths(rs)}" for n, rs in sides.items() if rs)
+    mixed = pairs[pairs["path"] != pairs["twin_path"]] if len(pairs) else pairs
+    if len(mixed):
+        moves = ", ".join(f"{d:+.2f} ({b} {m} seed {s})" for d, b, m, s in
+                          zip(mixed["difference"], mixed["benchmark"], mixed["method"], mixed["seed"]))
+        text += f"; the same training stored on both paths moved by {moves} points (compiled minus eager)"
+    return text
+
+
 def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -> list:
     """claims.NOISE_RULE on the chosen configs against their baselines, per benchmark, and 'especially step' for
     the chosen MFW at rho = 100: the rows of claims.md labelled 'selected on validation'."""
@@ -336,6 +390,7 @@ def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -
     meta = {"profile": profile, **(meta or {})}
     choices = select(profile, root)
     chosen, base = chosen_results(profile, root, choices), baseline_results(profile, root)
+    pairs = twin_pairs(profile, root)
     out = []
     for stage, (method, benches, _) in STAGES.items():
         for imb, r in benches:
@@ -348,13 +403,22 @@ def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -
                                f"cifar10 {bench}: {label}, selected on validation, has a lower last-epoch top-1 error "
                                f"than {'ERM' if stage == 'A' else 'LDAM-DRW'}", ref, err,
                                "ERM" if stage == "A" else "LDAM-DRW", label, expect=-1, unit="%", digits=2, **meta)
+            seeds = set(err) & set(ref)
+            v.numbers += path_caveat({"ERM" if stage == "A" else "LDAM-DRW": {s: base[(stage, bench)][s] for s in seeds},
+                                      label: {s: chosen[(stage, bench)][s] for s in seeds}}, pairs)
             out.append(v)
-    gain = {}
+    gain, sides = {}, {}
     for imb in ("step", "exp"):
-        e = {s: x["summary"]["test_error"] for s, x in base.get(("A", bench_name(imb, 100)), {}).items()}
-        m = {s: x["summary"]["test_error"] for s, x in chosen.get(("A", bench_name(imb, 100)), {}).items()}
+        b, c = base.get(("A", bench_name(imb, 100)), {}), chosen.get(("A", bench_name(imb, 100)), {})
+        e = {s: x["summary"]["test_error"] for s, x in b.items()}
+        m = {s: x["summary"]["test_error"] for s, x in c.items()}
         gain[imb] = {s: e[s] - m[s] for s in set(e) & set(m)}
-    out.append(claims.verdict_step_gain(gain["exp"], gain["step"], "6s cifar10 rho=100: selected MFW gains more on step",
-                                        "the selected MFW's gain over ERM (error points) is larger on step than on exp "
-                                        "imbalance", **meta))
+        sides[f"ERM {imb}-100"] = {s: b[s] for s in gain[imb]}
+        sides[f"MFW {imb}-100"] = {s: c[s] for s in gain[imb]}
+    v = claims.verdict_step_gain(gain["exp"], gain["step"], "6s cifar10 rho=100: selected MFW gains more on step",
+                                 "the selected MFW's gain over ERM (error points) is larger on step than on exp "
+                                 "imbalance", **meta)
+    if set(gain["exp"]) & set(gain["step"]):
+        v.numbers += path_caveat(sides, pairs)
+    out.append(v)
     return out
