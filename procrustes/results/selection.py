@@ -333,11 +333,11 @@ def code_path(result: dict) -> str:
     return "compiled" if result.get("provenance", {}).get("compiled") else "eager"
 
 
-def twin_pairs(profile: str, root: Path | None = None):
+def twin_pairs(profile: str, root: Path | None = None, choices: dict | None = None):
     """One row a selection run stored twice, as itself (with validation) and as its training twin (the grid's
     form): the same training, so any difference in test error comes from the code path (compiled or eager),
     the commit or the machine. These rows measure how far a run moves between paths: the noise that mixing
-    paths adds to a comparison."""
+    paths adds to a comparison. `choices`: select()'s answer when the caller has it already."""
     import pandas as pd
 
     from ..training.store import read_result
@@ -345,7 +345,7 @@ def twin_pairs(profile: str, root: Path | None = None):
     rows = []
     if not has_selection(profile):
         return pd.DataFrame(rows)
-    choices = select(profile, root)
+    choices = choices or select(profile, root)
     for c in screening_runs(profile, root, choices) + seed_runs(profile, root, choices):
         a, b = read_result(c, root), read_result(training_twin(c), root)
         if a is None or b is None:
@@ -390,21 +390,21 @@ def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -
     meta = {"profile": profile, **(meta or {})}
     choices = select(profile, root)
     chosen, base = chosen_results(profile, root, choices), baseline_results(profile, root)
-    pairs = twin_pairs(profile, root)
+    pairs = twin_pairs(profile, root, choices)
     out = []
     for stage, (method, benches, _) in STAGES.items():
         for imb, r in benches:
             bench = bench_name(imb, r)
             ch = choices[stage][bench].chosen
             label = f"{'MFW' if stage == 'A' else 'MFW + LDAM-DRW'} [{ch.label if ch else 'not chosen yet'}]"
+            base_name = "ERM" if stage == "A" else "LDAM-DRW"
             err = {s: x["summary"]["test_error"] for s, x in chosen.get((stage, bench), {}).items()}
             ref = {s: x["summary"]["test_error"] for s, x in base.get((stage, bench), {}).items()}
             v = claims.compare(f"6s cifar10 {bench}: selected {method} vs {BASELINE[stage]}",
                                f"cifar10 {bench}: {label}, selected on validation, has a lower last-epoch top-1 error "
-                               f"than {'ERM' if stage == 'A' else 'LDAM-DRW'}", ref, err,
-                               "ERM" if stage == "A" else "LDAM-DRW", label, expect=-1, unit="%", digits=2, **meta)
+                               f"than {base_name}", ref, err, base_name, label, expect=-1, unit="%", digits=2, **meta)
             seeds = set(err) & set(ref)
-            v.numbers += path_caveat({"ERM" if stage == "A" else "LDAM-DRW": {s: base[(stage, bench)][s] for s in seeds},
+            v.numbers += path_caveat({base_name: {s: base[(stage, bench)][s] for s in seeds},
                                       label: {s: chosen[(stage, bench)][s] for s in seeds}}, pairs)
             out.append(v)
     gain, sides = {}, {}
