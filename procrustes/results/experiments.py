@@ -102,12 +102,61 @@ def ablation_runs(profile: str) -> list[tuple[Variant, RunConfig]]:
             for d, i, r in ablation_benchmarks(profile) for v in ablation_variants(profile) for s in seeds]
 
 
+# The paper profile on a CPU: the runs a reader can hold against the LDAM-DRW paper's reported numbers, cheapest
+# and most telling first: (a) exp-100 ERM and LDAM-DRW (the cheapest anchors), (b) step-100 ERM and LDAM-DRW,
+# (c) step-100 MFW and MFW + LDAM-DRW, (d) exp-100 MFW and MFW + LDAM-DRW, the MFW rows with the choices notebook
+# 09 selected on a validation split at `cpu` scale; seed 0 of every row, then seed 1, then seed 2.
+PAPER_CPU_ROWS = (("exp", 100, ("erm", "ldam-drw")), ("step", 100, ("erm", "ldam-drw")),
+                  ("step", 100, ("mfw", "mfw+ldam-drw")), ("exp", 100, ("mfw", "mfw+ldam-drw")))
+PAPER_CPU_SEEDS = (0, 1, 2)
+CHOICES_FROM = "cpu"  # the profile whose selection study (notebook 09) chose the MFW rows' variants
+
+
+def selected_overrides(method: str, imbalance: str, ratio: float, results=None) -> dict | None:
+    """The MFW choices notebook 09 selected on validation for `method` on a CIFAR-10 benchmark, in the
+    CHOICES_FROM profile (computed from its stored runs, never typed): stage A's point and rule for MFW, plus
+    stage B's schedule for MFW + LDAM-DRW; {} for a method without MFW; None while the selection has not decided."""
+    from . import selection
+
+    if "mfw" not in method:
+        return {}
+    choices = selection.select(CHOICES_FROM, results)
+    name = selection.bench_name(imbalance, ratio)
+    a = choices["A"].get(name)
+    if a is None or a.chosen is None:
+        return None
+    if method == "mfw":
+        return dict(a.chosen.overrides)
+    b = choices["B"].get(name)
+    return None if b is None or b.chosen is None else {**a.chosen.overrides, **b.chosen.overrides}
+
+
+def paper_cpu_runs(results=None, seeds: tuple[int, ...] = PAPER_CPU_SEEDS) -> list[RunConfig]:
+    """PAPER_CPU_ROWS at each seed, in training order (a row's MFW choices from `selected_overrides`; a row whose
+    choice is not decided yet is left out)."""
+    out = []
+    for s in seeds:
+        for imb, r, methods in PAPER_CPU_ROWS:
+            for m in methods:
+                over = selected_overrides(m, imb, r, results)
+                if over is not None:
+                    out.append(make_config("paper", dataset="cifar10", imbalance=imb, ratio=r, method=m, seed=s, **over))
+    return out
+
+
+def paper_cpu_order(configs: list[RunConfig], results=None) -> list[RunConfig]:
+    """`configs` with the runs of paper_cpu_runs first, in their order, then the rest in their order: how a CPU
+    trains the paper profile."""
+    first = {c.key(): i for i, c in enumerate(paper_cpu_runs(results))}
+    return sorted(configs, key=lambda c: first.get(c.key(), len(first)))
+
+
 NOTEBOOK_RUNS = {
     "00_quickstart": lambda p: dynamics_runs(p, methods=("erm",), seeds=(0,)),
     "02_underfit_then_overfit": lambda p: dynamics_runs(p, methods=("erm",)),
     "03_feature_gradients": dynamics_runs,
     "04_procrustean_training": dynamics_runs,
-    "05_cifar_table": cifar_table_runs,
+    "05_cifar_table": lambda p: cifar_table_runs(p) + (paper_cpu_runs() if p == "paper" else []),
     "06_tiny_imagenet_table": tiny_table_runs,
     "07_ablations": lambda p: [c for _, c in ablation_runs(p)],
 }

@@ -401,6 +401,39 @@ def bench_packing(k: int, *, device="auto", epochs: int | None = None, data_root
     return ratio
 
 
+# ---------------------------------------------------------------- precision
+
+
+def bench_precision(dev: torch.device, *, steps: int, rounds: int, data_root=None, compiled: bool = False,
+                    out=print) -> dict:
+    """img/s of the trainer's step (`Ours`, the paper profile's exp-100 ERM run) in fp32 against the same step under
+    bf16 autocast, alternating `rounds` rounds of `steps` steps in one process (the order flips every round); the
+    last line is the ratio bf16/fp32. This is how the precision of CPU runs is chosen on the machine at hand: a CPU
+    without native bf16 emulates it and runs many times slower. compiled: both models compiled as train() does."""
+    from ..training.store import cpu_has_bf16, device_name
+
+    base = bench_config()
+    bench = load_benchmark(base, data_root)
+    pipes = {p: Ours(bench, base.replace(precision=p), dev) for p in ("fp32", "bf16")}
+    if compiled:
+        for p in pipes.values():
+            p.model.compile()
+    out(f"precision: {device_name(dev)}, native bf16: {cpu_has_bf16() if dev.type == 'cpu' else 'n/a'}, "
+        f"{'compiled' if compiled else 'eager'}, {steps} steps a round, batch {base.batch_size}")
+    for p in pipes.values():  # warm-up (and compilation)
+        timed_steps(p.step, 3, base.lr, dev)
+    rates: dict[str, list[float]] = {k: [] for k in pipes}
+    for r in range(rounds):
+        for name in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
+            n, s = timed_steps(pipes[name].step, steps, base.lr, dev)
+            rates[name].append(n / s)
+        out(f"round {r + 1}/{rounds}: fp32 {rates['fp32'][-1]:.1f} img/s, bf16 {rates['bf16'][-1]:.1f} img/s")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    out(f"median: fp32 {med['fp32']:.1f} img/s, bf16 {med['bf16']:.1f} img/s")
+    out(f"ratio bf16/fp32: {med['bf16'] / med['fp32']:.2f}")
+    return {"median": med, "ratio": med["bf16"] / med["fp32"]}
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -472,6 +505,10 @@ def main(args) -> int:
         if n_eval != "default" and not (n_eval.isdigit() and int(n_eval) >= 1):
             raise ConfigError(f"impossible --eval {n_eval!r}: a number of images, at least 1 (or nothing for the default)")
         bench_eval(dev, None if n_eval == "default" else int(n_eval), rounds=args.rounds)
+        return 0
+    if getattr(args, "precision", False):
+        bench_precision(dev, steps=args.steps, rounds=args.rounds, data_root=args.data_root,
+                        compiled=bool(getattr(args, "compile", False)))
         return 0
     packed = getattr(args, "packed", None)
     if packed:

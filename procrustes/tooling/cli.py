@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                    "reduce-overhead, max-autotune, ...; its compilation takes about a minute on a CPU)")
     b.add_argument("--eval", nargs="?", const="default", metavar="N", help="instead: the trainer's evaluation "
                    "(img/s) at several batches on N random images (default 2000 on a CPU, 10000 on CUDA), ratio last")
+    b.add_argument("--precision", action="store_true", help="instead: the trainer's step in fp32 against bf16 autocast "
+                   "(img/s, alternating in one process, ratio bf16/fp32 last): how CPU runs choose their precision")
     b.add_argument("--hooks", action="store_true", help="instead: MFW through forward hooks (the trainer's path and "
                    "procrustes.method.weaken's) against the same mixing written in line, ResNet-32 on the CPU")
     return ap
@@ -157,6 +159,11 @@ def _reproduce(args) -> int:
     workers = _workers_arg(args.workers)
     configs = all_runs(args.profile, args.only, results)
     _, missing = stored_and_missing(configs, results)
+    on_cpu = _device_type(args.device) == "cpu"
+    if args.profile == "paper" and on_cpu:  # a CPU trains the paper profile's most telling runs first
+        from ..results.experiments import paper_cpu_order
+
+        missing = paper_cpu_order(missing, results)
     print(f"{args.profile}: {len(configs) - len(missing)} of {len(configs)} runs stored, {len(missing)} missing")
     if not args.only or any("09_selection".startswith(n) for n in args.only):
         for line in pending(args.profile, results):
@@ -196,6 +203,17 @@ def _reproduce(args) -> int:
     run_many(missing, device=args.device, workers=workers * max(1, gpus), results=results,
              data_root={"cifar10": args.data_root} if args.data_root else None)
     return 0
+
+
+def _device_type(device: str) -> str:
+    """'cpu' or 'cuda': the type --device resolves to (auto: cuda when torch sees one), 'cpu' when it cannot
+    be resolved (the error comes later, in one line)."""
+    from ..training.train import resolve_device
+
+    try:
+        return resolve_device(device).type
+    except (ValueError, RuntimeError):
+        return "cpu"
 
 
 def set_overrides(assignments: list[str]) -> dict:

@@ -154,6 +154,27 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, mean, st
 
 
 @torch.no_grad()
+def predictions(model, x: torch.Tensor, mean, std, bf16: bool, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the top-1 class and the top-5 classes (eval mode, no augmentation), in the order of x."""
+    model.eval()
+    batch = batch or eval_batch(x.device)
+    top1, top5 = [], []
+    for i in range(0, len(x), batch):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(normalise(x[i : i + batch], mean, std)).float()
+        top1.append(logits.argmax(1))
+        top5.append(logits.topk(min(5, logits.shape[1]), 1).indices)
+    return torch.cat(top1), torch.cat(top5)
+
+
+def class_counts_of(pred: torch.Tensor, top5: torch.Tensor, y: torch.Tensor, num_classes: int):
+    """`evaluate`'s (correct per class, images per class, top-5 hits) from per-image predictions."""
+    correct = torch.zeros(num_classes, device=y.device).index_add_(0, y, (pred == y).float())
+    total = torch.zeros(num_classes, device=y.device).index_add_(0, y, torch.ones_like(y, dtype=torch.float))
+    return correct, total, (top5 == y[:, None]).any(1).sum().float()
+
+
+@torch.no_grad()
 def correct_mask(model, x: torch.Tensor, y: torch.Tensor, mean, std, bf16: bool, batch: int | None = None) -> list[bool]:
     """Per image, whether the model's top-1 prediction is right (eval mode, no augmentation), in the order of x."""
     model.eval()
@@ -415,14 +436,37 @@ def train_epoch(step: TrainStep, cfg: RunConfig, data: DeviceData, epoch: int, b
     return lr
 
 
-def evaluate_epoch(model, cfg: RunConfig, data: DeviceData, spec, bf16: bool, last: bool) -> dict:
+def full_test_epoch(cfg: RunConfig, epoch: int) -> bool:
+    """Whether the final test set is evaluated after `epoch` (0-based): at the last epoch always, every
+    cfg.full_test_every epochs, and at every epoch at the final learning rate when cfg.full_test_final_lr.
+    Best-on-test (`summarise`) is the best of these evaluations."""
+    done = epoch + 1
+    if done == cfg.epochs:
+        return True
+    if cfg.full_test_every and done % cfg.full_test_every == 0:
+        return True
+    return cfg.full_test_final_lr and epoch >= cfg.schedule()[1][-1]
+
+
+def evaluate_epoch(model, cfg: RunConfig, data: DeviceData, spec, bf16: bool, last: bool, full: bool = False) -> dict:
     """After an epoch: the test set (the curve's subset, the final set at the last epoch, nothing in between when
-    eval_per_class is 0), the clean training accuracy and the validation split; counts per class."""
+    eval_per_class is 0), the clean training accuracy and the validation split; counts per class. full (an
+    epoch of `full_test_epoch` before the last): the final test set too, under "full" (the curve then also
+    comes from it, on the curve's images: one forward pass of each test image)."""
     C = len(data.is_major)
     out = {}
-    if last or cfg.eval_per_class != 0:
+    if full and not last:
+        pred, top5 = predictions(model, data.test_x[data.final_idx], spec.mean, spec.std, bf16)
+        y = data.test_y[data.final_idx]
+        out["full"] = class_counts_of(pred, top5, y, C)
+        if cfg.eval_per_class != 0:
+            keep = torch.isin(data.final_idx, data.curve_idx)
+            out["test"] = class_counts_of(pred[keep], top5[keep], y[keep], C)
+    elif last or cfg.eval_per_class != 0:
         ev = data.final_idx if last else data.curve_idx
         out["test"] = evaluate(model, data.test_x[ev], data.test_y[ev], C, spec.mean, spec.std, bf16)
+        if last:
+            out["full"] = out["test"]
     # clean training accuracy: eval mode, no augmentation, no mixing, a fixed sample of the training set
     out["clean"] = evaluate(model, data.train_x[data.clean_idx], data.train_y[data.clean_idx], C, spec.mean, spec.std,
                             bf16, is_major=data.is_major)
@@ -444,6 +488,9 @@ def record(history: dict, step: TrainStep, epoch: int, lr: float, n: int, ev: di
     tc, tt, _ = ev.get("test", (None, None, None))
     history["test_acc"].append((tc / tt.clamp(min=1)).tolist() if tc is not None else None)
     history["test_top1"].append(float(tc.sum() / tt.sum()) if tc is not None else None)
+    if "full_test_top1" in history:  # the final test set, where this epoch evaluated it (full_test_epoch)
+        fc, ft, _ = ev.get("full", (None, None, None))
+        history["full_test_top1"].append(float(fc.sum() / ft.sum()) if fc is not None else None)
     cc, ct, _, cm = ev["clean"]
     history["train_acc_clean"].append((cc / ct.clamp(min=1)).tolist())
     history["pred_major_share_clean"].append((cm / ct.clamp(min=1)).tolist())
@@ -477,7 +524,8 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)  # augmentation, sampling, partners, selection
     rng = np.random.default_rng(cfg.seed)  # laws of lam, random mixing points
     used = "bf16" if bf16 else "fp32"  # what this run computes in: checkpoint, resume check and provenance
-    keys = HISTORY_KEYS + (("val_acc", "val_top1") if data.val is not None else ())
+    keys = HISTORY_KEYS + (("val_acc", "val_top1") if data.val is not None else ()) + \
+        (("full_test_top1",) if cfg.full_test_every or cfg.full_test_final_lr else ())
     fresh = Progress({k: [] for k in keys}, started=store.now_utc(), commits=[CODE_COMMIT])
     p = resume(out / "checkpoint.pt", dev, used, cfg, model, opt, gen, rng, fresh)
     store.write_config(out, cfg)
@@ -495,7 +543,8 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         t0 = time.perf_counter()
         lr = train_epoch(step, cfg, data, epoch, bar)
         train_s = _synced_clock(dev) - t0
-        ev = evaluate_epoch(model, cfg, data, bench.spec, bf16, last=epoch == cfg.epochs - 1)
+        ev = evaluate_epoch(model, cfg, data, bench.spec, bf16, last=epoch == cfg.epochs - 1,
+                            full=bool(cfg.full_test_every or cfg.full_test_final_lr) and full_test_epoch(cfg, epoch))
         record(p.history, step, epoch, lr, n, ev)
         if not math.isfinite(p.history["train_loss"][-1]):
             raise TrainingDiverged(f"{cfg.label()} diverged at epoch {epoch + 1} (training loss "
@@ -551,6 +600,20 @@ def finish(cfg: RunConfig, dev: torch.device, bench, data: DeviceData, model, bf
     return result
 
 
+def best_on_test(history: dict) -> dict:
+    """The best accuracy on the final test set over the epochs that evaluated it (`full_test_epoch`), and that
+    epoch: the number the LDAM-DRW reference code reports (it keeps the best test epoch). Chosen on the test set,
+    so it is shown beside the last-epoch number, labelled best-on-test, never instead of it. {} when the run
+    evaluated the final test set at the last epoch only."""
+    full = history.get("full_test_top1")
+    if not full:
+        return {}
+    epochs = [(acc, ep) for acc, ep in zip(full, history["epoch"]) if acc is not None]
+    acc, ep = max(epochs, key=lambda t: (t[0], -t[1]))  # the earliest of equal bests
+    return {"best_test_acc": acc, "best_test_error": 100.0 * (1 - acc), "best_test_epoch": ep,
+            "full_test_epochs": len(epochs)}
+
+
 def summarise(cfg: RunConfig, bench, test: tuple, history: dict, val_correct: str | None) -> dict:
     """The summary of a finished run: last-epoch errors, per class and per reporting group, and the validation."""
     tc, tt, top5 = test
@@ -565,6 +628,7 @@ def summarise(cfg: RunConfig, bench, test: tuple, history: dict, val_correct: st
         "test_error": 100.0 * (1 - float(tc.sum() / tt.sum())),
         "top5_error": 100.0 * (1 - float(top5) / float(tt.sum())),
         "best_epoch_test_acc": max(history["test_top1"]) if cfg.eval_per_class == cfg.test_per_class else None,
+        **best_on_test(history),
         **val,
         "test_acc_per_class": per_class.tolist(),
         "group_test_acc": {g: float(per_class[c].mean()) if c else None for g, c in groups.items()},
