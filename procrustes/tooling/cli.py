@@ -168,13 +168,17 @@ def _reproduce(args) -> int:
         order = {c.key(): i for i, c in enumerate(paper_cpu_runs(results))}
         gpu_only = [c for c in missing if c.key() not in order]
         missing = sorted((c for c in missing if c.key() in order), key=lambda c: order[c.key()])
-    print(f"{args.profile}: {len(configs) - len(missing)} of {len(configs)} runs stored, {len(missing)} missing")
+    print(f"{args.profile}: {len(configs) - len(missing) - len(gpu_only)} of {len(configs)} runs stored, "
+          f"{len(missing) + len(gpu_only)} missing")
     if not args.only or any("09_selection".startswith(n) for n in args.only):
         for line in pending(args.profile, results):
             print(f"  not yet listed: {line}")
+    hours = _cpu_hours(missing, args) if gpu_only or (args.profile == "paper" and missing and _device_type(args.device) == "cpu") else None
     for i, c in enumerate(missing):
         ep = checkpoint_epoch(c, results)
-        print(f"  missing: {run_label(c)} [{c.key()}]" + (f" ({ep} of {c.epochs} epochs checkpointed: resumes)" if ep else ""))
+        h = "" if hours is None else f", about {hours(c) * (1 - (ep or 0) / c.epochs):.1f} h here"
+        print(f"  missing: {run_label(c)} [{c.key()}]" + (f" ({ep} of {c.epochs} epochs checkpointed: resumes{h})" if ep
+                                                             else (f" ({h[2:]})" if h else "")))
     if gpu_only:
         print(f"  left to a GPU: {len(gpu_only)} more missing runs of the paper grid (CIFAR-100, Tiny-ImageNet, the other "
               f"methods and ablations); this CPU trains the {len(missing)} above")
@@ -210,6 +214,24 @@ def _reproduce(args) -> int:
     run_many(missing, device=args.device, workers=workers * max(1, gpus), results=results,
              data_root={"cifar10": args.data_root} if args.data_root else None)
     return 0
+
+
+def _cpu_hours(missing: list, args):
+    """hours(cfg) for the paper profile on this CPU: wall hours from the training and evaluation rates measured now
+    on the first missing run (one thread, eager, fp32, as the runs train; `speed.measure_rates`), printed with the
+    load they were measured under; None when the data cannot be loaded (the list is printed without hours)."""
+    from ..training.data import DataError
+    from .speed import measure_rates, run_hours
+
+    try:
+        rates = measure_rates(missing[0], args.data_root)
+    except (DataError, OSError) as e:
+        print(f"  (no hours: cannot measure on {missing[0].label()}: {e})")
+        return None
+    print(f"  hours: measured now with {rates['config']}, one thread, eager, fp32: training {rates['train']:.0f} img/s, "
+          f"evaluation {rates['eval']:.0f} img/s, load average {rates['load']:.2f} (other work on the cores makes them "
+          f"pessimistic); two runs train side by side, one thread each")
+    return lambda c: run_hours(c, rates)
 
 
 def _device_type(device: str) -> str:

@@ -278,3 +278,64 @@ def bench_line(cfg: RunConfig, n_train: int, b: dict) -> str:
             f"eval {rate(b['eval'])}; torch threads a process {threads}; process start {b['start_s'] or 0:.1f} s, "
             f"run set-up {b['setup_s'] or 0:.1f} s; "
             f"{b['wall_s']:.0f} s{errors}")
+
+
+# ---------------------------------------------------------------- hours a run will take on this machine
+
+TEST_PER_CLASS = {"cifar10": 1000, "cifar100": 100, "tinyimagenet": 50}  # the balanced test (val) sets' sizes
+
+
+def epoch_images(cfg: RunConfig) -> tuple[int, int]:
+    """(training images an epoch, images a whole run evaluates) of a named CIFAR/Tiny benchmark, from its counts
+    and its evaluation settings (`train.evaluate_epoch`, `train.full_test_epoch`), without loading it."""
+    from ..training.data import benchmark_counts
+    from ..training.train import full_test_epoch
+
+    counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
+    per_class = TEST_PER_CLASS[cfg.dataset] if cfg.test_per_class is None else min(cfg.test_per_class, TEST_PER_CLASS[cfg.dataset])
+    test_n = per_class * len(counts)
+    curve = test_n if cfg.eval_per_class is None else min(cfg.eval_per_class, per_class) * len(counts)
+    clean = sum(counts) if cfg.clean_per_class is None else sum(min(n, cfg.clean_per_class) for n in counts)
+    val = 0 if cfg.val_per_class is None else cfg.val_per_class * len(counts)
+    full = sum(full_test_epoch(cfg, e) for e in range(cfg.epochs))
+    # an epoch with the whole test set takes the curve from it; the others evaluate the curve (when asked)
+    evals = (cfg.epochs - full) * curve + full * test_n + cfg.epochs * (clean + val)
+    return sum(counts), evals
+
+
+def measure_rates(cfg: RunConfig, data_root=None, seconds: float = 10.0) -> dict:
+    """Training and evaluation images/s of cfg's step on this CPU, one thread, eager, fp32 (as `reproduce` trains
+    a CPU's paper runs), measured now for about `seconds` each after a warm-up, with the load average beside it:
+    other processes on the cores make these rates pessimistic."""
+    import torch
+
+    from ..training.data import load_benchmark
+    from ..training.train import evaluate
+    from .bench import Ours
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bench = load_benchmark(cfg, data_root)
+        ours = Ours(bench, cfg, torch.device("cpu"))
+        ours.step(cfg.lr)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            n += ours.step(cfg.lr)
+        train = n / (time.perf_counter() - t0)
+        x, y = ours.train_x[:1000], ours.train_y[:1000]
+        evaluate(ours.model, x[:128], y[:128], len(bench.counts), bench.spec.mean, bench.spec.std, False)
+        m, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 2:
+            evaluate(ours.model, x, y, len(bench.counts), bench.spec.mean, bench.spec.std, False)
+            m += len(y)
+        ev = m / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return {"train": train, "eval": ev, "load": os.getloadavg()[0], "config": cfg.label()}
+
+
+def run_hours(cfg: RunConfig, rates: dict) -> float:
+    """Expected wall hours of cfg at measure_rates' rates (training plus evaluation)."""
+    n, evals = epoch_images(cfg)
+    return (n * cfg.epochs / rates["train"] + evals / rates["eval"]) / 3600
