@@ -12,7 +12,7 @@ NOTEBOOKS := $(filter-out notebooks/08_%,$(sort $(wildcard notebooks/[0-9][0-9]_
 TRAIN ?= 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data figures reproduce test lint unit nbval bench gpu-check gpu-prepare gpu-harvest harvest-import
+.PHONY: help setup data figures reproduce test lint unit nbval bench gpu-check gpu-prepare gpu-harvest harvest-import park
 
 help: ## this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -110,3 +110,9 @@ gpu-harvest: ## (GPU box, the one command of a lease) train the most valuable mi
 harvest-import: ## import a harvest archive into results/ (FILE=...; all or nothing, nothing replaced)
 	@test -n "$(FILE)" || { echo "usage: make harvest-import FILE=path/to/harvest-paper-....tar.gz" >&2; exit 2; }
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m procrustes.tooling.harvest import "$(FILE)"
+
+# A run longer than a session: its checkpoint (git-ignored, rewritten every epoch) must travel in a commit.
+# The profile reaches the tool through the environment, never through shell text.
+park: export PARK_PROFILE = $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),paper)
+park: ## stage the checkpoints of unfinished runs (PROFILE=paper unless given) for a commit: the next machine resumes them
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m procrustes.tooling.park --profile "$$PARK_PROFILE"

@@ -229,8 +229,9 @@ def check_result(result: Any, profile: str, folder: str) -> RunConfig:
 
 def _in_profile(cfg: RunConfig, profile: str) -> RunConfig:
     """The same run (benchmark, method, seed, MFW choices) at another profile's size (smoke: SMOKE_OVERRIDES)."""
+    own = PROFILES[cfg.profile]  # the source profile's own settings (evaluation, sizes): the target's apply instead
     over = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)
-            if f.name != "profile" and getattr(cfg, f.name) != f.default}
+            if f.name != "profile" and getattr(cfg, f.name) != own.get(f.name, f.default) and getattr(cfg, f.name) != f.default}
     return make_config(profile, **over, **(SMOKE_OVERRIDES if profile == "smoke" else {}))
 
 
@@ -261,14 +262,14 @@ def priority_runs(profile: str = "paper") -> list[RunConfig]:
 # ---------------------------------------------------------------- estimates and the plan
 
 
-def images(cfg: RunConfig) -> tuple[int, int, int]:
-    """(training images an epoch, evaluated images an epoch, evaluated images at the last epoch): CIFAR-10."""
-    from ..training.data import benchmark_counts
+def images(cfg: RunConfig) -> tuple[int, int, float]:
+    """(training images an epoch, evaluated images an epoch before the last (on average: the whole test set is
+    evaluated every `full_test_every` epochs and at the final learning rate), evaluated images at the last epoch)."""
+    from .speed import epoch_images
 
-    counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
-    per = lambda k: len(counts) * min(k or 1000, 1000)  # noqa: E731 (CIFAR test sets: 1000 or 100 a class)
-    clean = sum(min(c, cfg.clean_per_class or c) for c in counts)
-    return sum(counts), per(cfg.eval_per_class) + clean, per(cfg.test_per_class) + clean
+    n, evals = epoch_images(cfg)
+    last = epoch_images(cfg.replace(epochs=1, warmup_epochs=0.0, lr_milestones=(1,), lr_factors=(1.0,), drw_epoch=0))[1]
+    return n, (evals - last) / max(1, cfg.epochs - 1), last
 
 
 def epoch_s(cfg: RunConfig, rates: dict, slow: float, last: bool = False) -> float:
@@ -943,6 +944,11 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
     _, missing = store.collect(queue, committed)
     say(f"harvest: {len(queue) - len(missing)} of {len(queue)} candidate runs already committed, "
         f"{len(missing)} missing")
+    elsewhere = [c for c in missing if store.checkpoint_epoch(c, committed)]
+    if elsewhere:  # a CPU trains them (its checkpoint is committed): a run in another precision never mixes with it
+        missing = [c for c in missing if c not in elsewhere]
+        say(f"harvest: {len(elsewhere)} missing run(s) are in training on another machine (a committed checkpoint), "
+            f"left to it: " + ", ".join(c.key() for c in elsewhere))
     if not missing:
         say("harvest: nothing missing")
         outputs.results()
