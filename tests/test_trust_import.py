@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from procrustes.tooling import harvest
-from procrustes.tooling.result_check import check_result, expected_key, parse_json
+from procrustes.tooling.result_check import expected_key
 from procrustes.training.config import make_config
 from procrustes.training.train import run
 
@@ -67,7 +67,7 @@ def test_every_committed_result_passes_the_import_checks():
     selection have no per-epoch test curve, eval_per_class 0; their import was refused)."""
     assert len(COMMITTED) >= 70
     for p in COMMITTED:
-        check_result(parse_json(p.read_bytes(), str(p)), p.parent.parent.name, p.parent.name)
+        harvest.check_result(harvest.parse_json(p.read_bytes(), str(p)), p.parent.parent.name, p.parent.name)
 
 
 def test_results_the_trainer_writes_import(trained, tmp_path, capsys):

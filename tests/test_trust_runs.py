@@ -276,24 +276,27 @@ def _pool_workers(pid: int) -> list[int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_pool_workers_end_with_their_parent(tmp_path, sig, cifar10_root):
-    """`reproduce --workers 2` killed (SIGKILL, or SIGTERM): its two pool workers end within a few seconds, where
-    they went on training and writing the store for nobody."""
+    """`reproduce --workers 2` killed (SIGKILL, or SIGTERM) while both pool workers train: they end within a few
+    seconds, where they went on training and writing the store for nobody. (A worker killed during its own
+    start-up, importing torch, ends when that is done, before its first step.)"""
     parent = subprocess.Popen([sys.executable, "-m", "procrustes", "reproduce", "--profile", "smoke", "--only", "04",
                                "--workers", "2", "--device", "cpu", "--results", str(tmp_path)], cwd=REPO,
                               env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     try:
-        deadline = time.time() + 300
-        while len(workers) < 2 and time.time() < deadline and parent.poll() is None:
+        deadline = time.time() + 600
+        while time.time() < deadline and parent.poll() is None:
             workers = _pool_workers(parent.pid)
+            training = {int(p.read_text() or 0) for p in tmp_path.glob("smoke/*/.train.lock")}
+            if len(workers) == 2 and set(workers) <= training:
+                break  # both hold their run's lock: past their start-up, in the trainer
             time.sleep(0.2)
-        assert len(workers) == 2, "the pool did not start"
-        time.sleep(3)  # the workers are past their start-up
+        assert len(workers) == 2 and not list(tmp_path.glob("smoke/*/result.json")), "the pool did not start training"
         parent.send_signal(sig)
         parent.wait(timeout=60)
         t0 = time.time()
         while any(_alive(w) for w in workers) and time.time() - t0 < 20:
-            time.sleep(0.1)
+            time.sleep(0.05)
         left = [w for w in workers if _alive(w)]
         assert not left, f"pool workers {left} outlived their parent by {time.time() - t0:.0f} s"
         assert time.time() - t0 < 5
