@@ -26,8 +26,9 @@ COMMITTED = sorted((REPO / "results").glob("*/*/result.json"))
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, dict]:
-    """Results the trainer wrote: "full" (a validation split, the final test set at every epoch, the curve on the
-    final test set: every optional part of a result) and "no-curve" (eval_per_class 0: no per-epoch test curve)."""
+    """Results the trainer wrote: "full" (a validation split, the final test set every 2 epochs and at the last,
+    the curve on the final test set: every optional part of a result, best-on-test over epochs 2 and 3) and
+    "no-curve" (eval_per_class 0: no per-epoch test curve)."""
     tmp = tmp_path_factory.mktemp("trained")
     mp = pytest.MonkeyPatch()
     mp.setenv("PROCRUSTES_DATA", str(tmp / "data"))
@@ -35,7 +36,7 @@ def trained(tmp_path_factory) -> dict[str, dict]:
         tree = make_imagefolder(tmp / "tree", 3, 8, 4, size=8)
         base = dict(dataset="imagefolder", batch_size=8, epochs=3, clean_per_class=4, test_per_class=4)
         cfgs = {"full": make_config("smoke", imbalance="exp", ratio=2, max_per_class=6, val_per_class=2, eval_per_class=4,
-                                    full_test_every=1, **base),
+                                    full_test_every=2, full_test_final_lr=True, **base),
                 "no-curve": make_config("smoke", imbalance="none", eval_per_class=0, **base)}
         return {k: run(c, data_root=tree, results=tmp / "store", device="cpu", progress=False) for k, c in cfgs.items()}
     finally:
@@ -75,7 +76,10 @@ def test_results_the_trainer_writes_import(trained, tmp_path, capsys):
     assert rc == 0, err
     assert len(_store_files(tmp_path / "store")) == 2
     assert trained["no-curve"]["history"]["test_top1"][:-1] == [None, None]
-    assert trained["full"]["summary"]["best_test_epoch"] >= 1 and trained["full"]["summary"]["val_images"] == 6
+    full = trained["full"]
+    assert full["history"]["full_test_top1"][0] is None and None not in full["history"]["full_test_top1"][1:]
+    assert full["summary"]["best_test_epoch"] in (2, 3) and full["summary"]["full_test_epochs"] == 2
+    assert full["summary"]["val_images"] == 6 and full["summary"]["best_epoch_test_acc"] == max(full["history"]["test_top1"])
 
 
 def _set(path: str, value):
@@ -109,7 +113,8 @@ CASES = {  # edit of S -> the field the refusal must name
     "best-on-test epoch": ("full", _set("summary.best_test_epoch", 7), "summary.best_test_epoch"),
     "full-test epochs": ("full", _set("summary.full_test_epochs", 1), "summary.full_test_epochs"),
     "best-on-test where no full test ran": ("no-curve", _set("summary.best_test_acc", 0.5), "summary.best_test_acc"),
-    "a full-test accuracy out of range": ("full", _set("history.full_test_top1.0", 1.5), "history.full_test_top1"),
+    "a full-test accuracy out of range": ("full", _set("history.full_test_top1.1", 1.5), "history.full_test_top1"),
+    "a full-test accuracy where none ran": ("full", _set("history.full_test_top1.0", 0.5), "history.full_test_top1"),
     "validation error -40": ("full", _set("summary.val_error", -40.0), "summary.val_error"),
     "validation per-class 5.0": ("full", _set("summary.val_acc_per_class.0", 5.0), "summary.val_acc_per_class"),
     "validation correct images": ("full", _set("summary.val_correct", "111111"), "summary.val_correct"),
