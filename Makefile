@@ -12,6 +12,11 @@ NOTEBOOKS := $(filter-out notebooks/08_%,$(sort $(wildcard notebooks/[0-9][0-9]_
 TRAIN ?= 0
 export PYTHONUNBUFFERED := 1
 
+# User values reach the recipes' shells as environment variables ("$$FILE", $$CARRY: the shell expands them once,
+# as data, with word splitting and globbing for CARRY), never pasted into the shell text, where a file name such as
+# h`touch x`.tar.gz would run as a command.
+export FILE CARRY
+
 .PHONY: help setup data figures reproduce test lint unit nbval bench gpu-check gpu-prepare gpu-harvest harvest-import park
 
 help: ## this list
@@ -87,11 +92,11 @@ gpu-prepare: ## HERE, before a lease: record the commit, stage the data and the 
 	  if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
 	@test -f data/cifar10-jpeg.tar.gz || cp $(SHARED)/cifar10-jpeg.tar.gz data/
 	@mkdir -p data/harvest-carry
-	@if [ -n "$(CARRY)" ]; then \
-	  for f in $(CARRY); do test -f "$$f" || { echo "gpu-prepare: no carry file $$f" >&2; exit 2; }; done; \
+	@if [ -n "$$CARRY" ]; then \
+	  for f in $$CARRY; do test -f "$$f" || { echo "gpu-prepare: no carry file $$f" >&2; exit 2; }; done; \
 	  mkdir -p data/harvest-carry-old; \
-	  for f in data/harvest-carry/*.tar; do [ -e "$$f" ] && mv "$$f" data/harvest-carry-old/; done; \
-	  cp $(CARRY) data/harvest-carry/; fi
+	  for f in data/harvest-carry/*.tar; do [ -e "$$f" ] && mv -- "$$f" data/harvest-carry-old/; done; \
+	  for f in $$CARRY; do cp -- "$$f" data/harvest-carry/ || exit 2; done; fi
 	@echo "commit $$(cat .procrustes-commit); checkpoints to resume: $$(ls data/harvest-carry/ | tr '\n' ' ')"
 	@echo "on the lent GPU, one command (timeout 600 s): make gpu-harvest"
 	@echo "  carry: data/cifar10-jpeg.tar.gz data/harvest-carry .procrustes-commit"
@@ -108,8 +113,8 @@ gpu-harvest: ## (GPU box, the one command of a lease) train the most valuable mi
 
 # Import a harvest archive into results/ (every entry checked first; nothing stored is ever replaced).
 harvest-import: ## import a harvest archive into results/ (FILE=...; all or nothing, nothing replaced)
-	@test -n "$(FILE)" || { echo "usage: make harvest-import FILE=path/to/harvest-paper-....tar.gz" >&2; exit 2; }
-	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m procrustes.tooling.harvest import "$(FILE)"
+	@test -n "$$FILE" || { echo "usage: make harvest-import FILE=path/to/harvest-paper-....tar.gz" >&2; exit 2; }
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m procrustes.tooling.harvest import -- "$$FILE"
 
 # A run longer than a session: its checkpoint (git-ignored, rewritten every epoch) must travel in a commit.
 # The profile reaches the tool through the environment, never through shell text.

@@ -148,8 +148,9 @@ def test_schedule_scaling():
     tiny = make_config("paper", dataset="tinyimagenet")
     assert tiny.epochs == 120 and tiny.resolved_model() == "resnet18"
     assert tiny.schedule() == (0.0, (90,), (0.1,), 90)
-    # explicit values win over the scaled defaults
-    cfg = make_config("paper", epochs=20, drw_epoch=5, warmup_epochs=0, lr_milestones=(10,), lr_factors=(0.5,))
+    # explicit values win over the scaled defaults (drw_epoch where the run uses it: a DRW loss)
+    cfg = make_config("paper", method="ldam-drw", epochs=20, drw_epoch=5, warmup_epochs=0, lr_milestones=(10,),
+                      lr_factors=(0.5,))
     assert cfg.schedule() == (0.0, (10,), (0.5,), 5)
 
 
@@ -188,7 +189,7 @@ def test_parse_assignment_errors(text):
 
 
 def test_parsed_assignments_make_a_config():
-    over = dict(parse_assignment(a) for a in ["mfw_prob=0.5", "lr_milestones=1,2", "eval_per_class=5"])
+    over = dict(parse_assignment(a) for a in ["method=mfw", "mfw_prob=0.5", "lr_milestones=1,2", "eval_per_class=5"])
     cfg = make_config("smoke", **over)
     assert (cfg.mfw_prob, cfg.lr_milestones, cfg.eval_per_class) == (0.5, (1, 2), 5)
 

@@ -29,23 +29,34 @@ from .conftest import REPO, cli_env
 
 
 def _result(cfg, data_id: str = "0123456789abcdef", error: float = 50.0) -> dict:
-    """A finished result of cfg, with every field the import checks, keyed as the store keys it."""
+    """A finished result of cfg, with every field the import checks, consistent as the trainer writes it (its
+    summary agrees with its history, its per-class numbers with its overall ones), keyed as the store keys it."""
+    from procrustes.method.counts import group_scale, report_group_definition, report_groups
     from procrustes.training.data import benchmark_counts
+    from procrustes.training.train import lr_at
 
     counts = benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class)
     C, E, acc = len(counts), cfg.epochs, 1 - error / 100
+    scale = group_scale(cfg.dataset, cfg.max_per_class)
+    groups = report_groups(counts, cfg.imbalance, scale)
+    warm, miles, factors, drw = cfg.schedule()
+    steps = -(-sum(counts) // cfg.batch_size)
     res = {"config": cfg.to_dict(),
            "summary": {"test_acc": acc, "test_error": error, "top5_error": error / 5, "best_epoch_test_acc": None,
-                       "test_acc_per_class": [acc] * C, "group_test_acc": {"many": acc, "few": None},
-                       "groups": {"many": list(range(C)), "few": []}, "group_definition": "",
+                       "test_acc_per_class": [acc] * C, "group_test_acc": {g: acc for g in groups},
+                       "groups": groups, "group_definition": report_group_definition(counts, cfg.imbalance, scale),
                        "train_counts": counts, "classes": [f"c{i}" for i in range(C)], "test_images": 50 * C,
-                       "schedule": {}},
-           "history": {k: [[0.5] * C] * E if k in ("train_acc", "feature_grad", "pred_major_share", "test_acc",
-                                                    "train_acc_clean", "pred_major_share_clean") else [0.5] * E
+                       "schedule": {"warmup_epochs": warm, "lr_milestones": list(miles), "lr_factors": list(factors),
+                                    "drw_epoch": drw}},
+           "history": {k: [[acc] * C] * E if k in ("train_acc", "feature_grad", "pred_major_share", "test_acc",
+                                                    "train_acc_clean", "pred_major_share_clean") else [acc] * E
                        for k in harvest.HISTORY_KEYS},
-           "provenance": {"git_commit": "abc", "device": "cpu", "torch": "2", "precision": "fp32", "wall_s": 1.0,
+           "provenance": {"git_commit": "ab" * 20, "device": "cpu", "torch": "2", "precision": "fp32", "wall_s": 1.0,
                           "train_images_per_s": 100.0}}
     res["history"]["epoch"] = list(range(1, E + 1))
+    res["history"]["lr"] = [lr_at(cfg, e * steps + steps - 1, steps) for e in range(E)]
+    if cfg.eval_per_class == cfg.test_per_class:
+        res["summary"]["best_epoch_test_acc"] = acc
     if data_id:
         res["data"] = {"id": data_id, "root": "default"}
     res["key"] = harvest.expected_key(res)
@@ -210,7 +221,7 @@ def test_import_refuses_bad_values_and_writes_nothing(tmp_path, capsys, field, v
 def test_import_refuses_bad_history(tmp_path):
     cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, method="erm")
     res = _result(cfg)
-    res["history"]["test_top1"][-1] = float("nan")
+    res["history"]["test_top1"][-1] = 1.5  # out of range (NaN is not JSON at all: test_trust4)
     with pytest.raises(ValueError, match="history.test_top1"):
         harvest.import_archive(_archive(tmp_path / "a.tar.gz", dict([(_entry(res)[0], json.dumps(res))])),
                                tmp_path / "store")

@@ -106,7 +106,12 @@ def as_bool(name: str, value: Any) -> bool:
 
 
 def as_list(name: str, value: Any, item=str) -> tuple:
+    """A list parameter (seeds, methods, ...): a non-empty list of `item`. An empty one would show nothing, and
+    write empty tables under a folder of its own."""
     if isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        if not value:
+            raise ParameterError(f"parameter {name}=[]: give at least one" + (" (or None: every seed of the profile)"
+                                                                             if name == "seeds" else ""))
         return tuple(value)
     raise ParameterError(f"parameter {name}={value!r}: expected a list of {item.__name__} "
                          f"(papermill: -y '{name}: [...]', not -p {name} ...)")

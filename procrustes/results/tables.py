@@ -272,11 +272,14 @@ def to_markdown(df: pd.DataFrame) -> str:
 def write_table(df: pd.DataFrame, name: str, outdir: str | Path | None = None, note: str | None = None,
                 profile: str | None = None) -> list[Path]:
     """figures/<name>.csv (the raw numbers) and figures/<name>.md (readable: `pretty`, with `note` above it);
-    in figures/<profile>/ for a profile that is not the committed one."""
+    in figures/<profile>/ for a profile that is not the committed one. Each written atomically (a temporary file
+    beside it, then a rename): a kill while writing leaves the old table or the new one, never half of one."""
+    from ..training.store import atomic_write_text
+
     d = figures_dir(outdir, profile)
     csv, md = d / f"{name}.csv", d / f"{name}.md"
-    df.to_csv(csv, index=False, float_format="%.4g")
-    md.write_text((f"{note}\n\n" if note else "") + to_markdown(pretty(df)))
+    atomic_write_text(csv, df.to_csv(index=False, float_format="%.4g"))
+    atomic_write_text(md, (f"{note}\n\n" if note else "") + to_markdown(pretty(df)))
     return [csv, md]
 
 

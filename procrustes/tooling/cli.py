@@ -157,6 +157,7 @@ def _reproduce(args) -> int:
 
     results = Path(args.results) if args.results else None
     workers = _workers_arg(args.workers)
+    _check_only(args.only)
     configs = all_runs(args.profile, args.only, results)
     _, missing = stored_and_missing(configs, results)
     gpu_only = []
@@ -232,6 +233,17 @@ def _cpu_hours(missing: list, args):
           f"evaluation {rates['eval']:.0f} img/s, load average {rates['load']:.2f} (other work on the cores makes them "
           f"pessimistic); two runs train side by side, one thread each")
     return lambda c: run_hours(c, rates)
+
+
+def _check_only(prefixes: list[str] | None) -> None:
+    """--only: each prefix must name at least one notebook that has runs (a typo would list 0 of 0 runs and
+    succeed)."""
+    from ..results.experiments import NOTEBOOK_RUNS, SELECTION_NOTEBOOK
+
+    names = [*NOTEBOOK_RUNS, SELECTION_NOTEBOOK]
+    for n in prefixes or []:
+        if not any(name.startswith(n) for name in names):
+            raise ConfigError(f"--only {n!r} names no notebook with runs: give prefixes of {', '.join(names)}")
 
 
 def _device_type(device: str) -> str:

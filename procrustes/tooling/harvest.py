@@ -42,7 +42,9 @@ from typing import Any
 
 from ..training import store
 from ..training.config import PROFILES, ConfigError, RunConfig, make_config, validate
+from .result_check import HISTORY_KEYS, MAX_JSON_DEPTH, _int, _num, check_result, expected_key, json_depth, parse_json  # noqa: F401
 from .speed import _die_with, bench_line, measure
+from .tar_headers import check_tar
 
 # the harvest's runs train eager: its estimates of what finishes in the window come from the eager rate it
 # measures, and a compilation per run (tens of seconds, more in several packed processes at once) would eat a
@@ -79,160 +81,24 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------- keys and checks (shared by run and import)
 
 
-def expected_key(result: dict) -> str:
-    """The store key a result must carry: its config's hash alone when it records no data, else the hash, '-'
-    and the first 8 hex of its data's content id. The one place in the harvest that knows the key scheme."""
-    cfg = RunConfig.from_dict(result["config"])
-    data = result.get("data")
-    return store.run_key(cfg, data["id"]) if data else cfg.key()
-
-
 # what a harvest archive may hold: a real result.json is well under 1 MB (a paper-profile CIFAR-10 run, 200 epochs
 # of per-class history, is about 0.3 MB; CIFAR-100 about 3 MB); each entry's size is read from its tar header and
 # an entry above the cap is refused before a byte of it is decompressed
 MAX_RESULT_BYTES = 4 << 20
 MAX_MEMBERS = 20_000  # the whole paper grid is a few hundred runs
-MAX_JSON_DEPTH = 16  # a result nests 4 levels deep; deeper is not a result (and deep enough breaks the parser)
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "feature_grad", "pred_major_share", "weakened_share",
-                "test_acc", "test_top1", "seconds", "train_acc_clean", "pred_major_share_clean")
-
-
-def _num(x: Any, lo: float = -math.inf, hi: float = math.inf) -> bool:
-    """A finite int or float (not a bool) in [lo, hi]."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and lo <= x <= hi
-
-
-def _int(x: Any, lo: int = 0) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
-
-
-def json_depth(obj: Any) -> int:
-    """How deeply lists and dicts nest in a parsed JSON value (iterative: no recursion limit to hit)."""
-    deepest, todo = 0, [(obj, 1)]
-    while todo:
-        o, d = todo.pop()
-        if isinstance(o, (list, dict)):
-            deepest = max(deepest, d)
-            if d <= MAX_JSON_DEPTH:
-                todo.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
-    return deepest
-
-
-def parse_json(data: bytes, what: str) -> Any:
-    """JSON from bytes, or ValueError in one line (bad UTF-8, bad JSON, nested too deeply)."""
-    try:
-        obj = json.loads(data.decode())
-    except RecursionError:
-        raise ValueError(f"{what}: JSON nested too deeply") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{what}: damaged json ({str(e)[:80]})") from None
-    if json_depth(obj) > MAX_JSON_DEPTH:
-        raise ValueError(f"{what}: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
-    return obj
-
-
-def _check_summary(s: dict, cfg: RunConfig) -> None:
-    """ValueError naming the first field of a result's summary that has the wrong type or an impossible value."""
-    def need(ok: bool, field: str, what: str) -> None:
-        if not ok:
-            raise ValueError(f"summary.{field} {str(s.get(field))[:40]!r} is not {what}")
-
-    need(_num(s.get("test_error"), 0, 100), "test_error", "a number in [0, 100]")
-    need(_num(s.get("test_acc"), 0, 1), "test_acc", "a number in [0, 1]")
-    need(abs(s["test_error"] - 100 * (1 - s["test_acc"])) < 1e-6, "test_error", "100 x (1 - test_acc)")
-    need(_num(s.get("top5_error"), 0, s["test_error"] + 1e-6), "top5_error", "a number in [0, test_error]")
-    need(s.get("best_epoch_test_acc") is None or _num(s["best_epoch_test_acc"], 0, 1), "best_epoch_test_acc",
-         "null or a number in [0, 1]")
-    counts = s.get("train_counts")
-    need(isinstance(counts, list) and len(counts) >= 2 and all(_int(c, 1) for c in counts), "train_counts",
-         "a list of positive class counts")
-    if cfg.dataset != "imagefolder" and cfg.imbalance != "none":
-        from ..training.data import benchmark_counts
-
-        need(counts == benchmark_counts(cfg.dataset, cfg.imbalance, cfg.ratio, cfg.max_per_class), "train_counts",
-             "the counts its config asks for")
-    C = len(counts)
-    per = s.get("test_acc_per_class")
-    need(isinstance(per, list) and len(per) == C and all(_num(a, 0, 1) for a in per), "test_acc_per_class",
-         f"a list of {C} numbers in [0, 1]")
-    classes = s.get("classes")
-    need(isinstance(classes, list) and len(classes) == C and all(isinstance(c, str) for c in classes), "classes",
-         f"a list of {C} class names")
-    need(_int(s.get("test_images"), 1), "test_images", "a positive integer")
-    groups = s.get("groups")
-    need(isinstance(groups, dict) and all(isinstance(v, list) and all(_int(c) and c < C for c in v)
-                                          for v in groups.values()), "groups", "class lists by group")
-    gacc = s.get("group_test_acc")
-    need(isinstance(gacc, dict) and all(v is None or _num(v, 0, 1) for v in gacc.values()), "group_test_acc",
-         "null or numbers in [0, 1] by group")
-
-
-def _check_history(h: Any, cfg: RunConfig) -> None:
-    if not isinstance(h, dict):
-        raise ValueError("no history")
-    for k in HISTORY_KEYS:
-        v = h.get(k)
-        if not isinstance(v, list) or len(v) != cfg.epochs:
-            raise ValueError(f"history.{k} is not a list of {cfg.epochs} epochs")
-        flat = [x for row in v for x in (row if isinstance(row, list) else [row])]
-        if not all(_num(x) for x in flat):
-            raise ValueError(f"history.{k} holds something other than finite numbers")
-    if h["epoch"] != list(range(1, cfg.epochs + 1)):
-        raise ValueError("history.epoch is not 1..epochs")
-    if not all(_num(x, 0, 1) for x in h["test_top1"]):
-        raise ValueError("history.test_top1 is not in [0, 1]")
-
-
-def _check_provenance(p: Any) -> None:
-    if not isinstance(p, dict):
-        raise ValueError("no provenance")
-    for k in ("git_commit", "device", "torch", "precision"):
-        if not isinstance(p.get(k), str):
-            raise ValueError(f"provenance.{k} is not a string")
-    for k in ("wall_s", "train_images_per_s"):
-        if not _num(p.get(k), 0):
-            raise ValueError(f"provenance.{k} {str(p.get(k))[:40]!r} is not a number >= 0")
-
-
-def check_result(result: Any, profile: str, folder: str) -> RunConfig:
-    """ValueError saying why `result` (parsed from <profile>/<folder>/result.json) is not a finished, consistent
-    result that may enter the store; its config otherwise. Checks every field the notebooks, tables and claims
-    read, its type and its range (errors in [0, 100], accuracies in [0, 1], one history entry an epoch, ...)."""
-    if not isinstance(result, dict) or not isinstance(result.get("summary"), dict):
-        raise ValueError("not a finished result (no summary)")
-    if not isinstance(result.get("config"), dict):
-        raise ValueError("no config")
-    data = result.get("data")
-    if not (isinstance(data, dict) and isinstance(data.get("id"), str) and len(data["id"]) >= 8
-            and all(ch in "0123456789abcdef" for ch in data["id"])):
-        raise ValueError("its data record has no content id")
-    try:
-        cfg = RunConfig.from_dict(result["config"])
-        validate(cfg)
-        key = expected_key(result)
-    except (ConfigError, TypeError, KeyError, AttributeError, ValueError) as e:
-        raise ValueError(f"unreadable or impossible config ({type(e).__name__}: {str(e)[:80]})") from None
-    if result.get("key") != key:
-        raise ValueError(f"key {result.get('key')!r} does not match its config and data ({key})")
-    if folder != key:
-        raise ValueError(f"folder {folder!r} does not match its key ({key})")
-    if cfg.profile != profile:
-        raise ValueError(f"profile {cfg.profile!r} stored under {profile!r}")
-    _check_summary(result["summary"], cfg)
-    _check_history(result.get("history"), cfg)
-    _check_provenance(result.get("provenance"))
-    return cfg
 
 
 # ---------------------------------------------------------------- what to train, in order
 
 
 def _in_profile(cfg: RunConfig, profile: str) -> RunConfig:
-    """The same run (benchmark, method, seed, MFW choices) at another profile's size (smoke: SMOKE_OVERRIDES)."""
-    own = PROFILES[cfg.profile]  # the source profile's own settings (evaluation, sizes): the target's apply instead
+    """The same run (benchmark, method, seed, MFW choices) at another profile's size (smoke: SMOKE_OVERRIDES): the
+    fields where cfg differs from its own profile's run of its benchmark, over `profile`'s values (so the paper
+    profile's evaluation settings stay the paper profile's)."""
+    base = make_config(cfg.profile, dataset=cfg.dataset)
     over = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)
-            if f.name != "profile" and getattr(cfg, f.name) != own.get(f.name, f.default) and getattr(cfg, f.name) != f.default}
-    return make_config(profile, **over, **(SMOKE_OVERRIDES if profile == "smoke" else {}))
+            if f.name != "profile" and getattr(cfg, f.name) != getattr(base, f.name)}
+    return make_config(profile, **{**over, **(SMOKE_OVERRIDES if profile == "smoke" else {})})
 
 
 def priority_runs(profile: str = "paper") -> list[RunConfig]:
@@ -465,6 +331,7 @@ def read_carry(path: Path) -> list[tuple[str, str, bytes, RunConfig, dict]]:
     naming the first bad entry (then none of them may be taken)."""
     entries, seen = [], set()
     try:
+        check_tar(path, MAX_CHECKPOINT_BYTES, MAX_MEMBERS, ("", "gz", "bz2", "xz"), archive_cap=2 * MAX_CARRY_BYTES)
         with tarfile.open(path, "r:*") as tar:
             for m, parts, data in _run_entries(tar, MAX_CHECKPOINT_BYTES, ("carry.json",), "checkpoint.pt", seen):
                 try:
@@ -1025,10 +892,12 @@ def _members(tar: tarfile.TarFile, cap: int):
 
 def read_archive(path: Path) -> list[tuple[str, str, str, dict]]:
     """(profile, folder, text, result) of every result.json in a harvest archive, all checked; ValueError naming
-    the first bad entry (then nothing may be imported). Memory stays bounded: an entry is read only after its
-    header says it is at most MAX_RESULT_BYTES."""
+    the first bad entry (then nothing may be imported). Memory stays bounded: every header of the archive is
+    checked first (tar_headers.check_tar: no extended header or long name over its bound, no entry over
+    MAX_RESULT_BYTES), and an entry is read only after its header says it is at most MAX_RESULT_BYTES."""
     entries, seen = [], set()
     try:
+        check_tar(path, MAX_RESULT_BYTES, MAX_MEMBERS, ("gz",))  # every header bounded before tarfile reads one
         with tarfile.open(path, "r:gz") as tar:
             for m, parts, data in _run_entries(tar, MAX_RESULT_BYTES, ("harvest.log", "harvest-summary.json"), "result.json",
                                                seen):
@@ -1074,9 +943,12 @@ def write_all_or_nothing(files: list[tuple[Path, bytes]]) -> None:
 def import_archive(path: Path, root: Path | None = None) -> dict[str, list[str]]:
     """Import a harvest archive into the store `root` (default: results/). Checks every entry completely first
     (ValueError: nothing imported), then writes all of them or none. A stored identical result is skipped; a
-    stored different one is kept and the incoming one written beside it as result.harvest-<stamp>.json."""
+    stored different one is kept and the incoming one written beside it as result.harvest-<stamp>.json. The
+    temporary files an import killed while staging left in the store are removed first."""
     root = Path(root or store.results_dir())
     entries = read_archive(path)
+    for folder in sorted(root.glob("*/*")):  # what a killed import staged (.result.json.PID.tmp of a dead PID)
+        store.remove_stale_temps(folder)
     done: dict[str, list[str]] = {"imported": [], "identical": [], "kept aside": []}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     writes: list[tuple[Path, bytes]] = []

@@ -92,11 +92,38 @@ def _root_for(data_root, dataset: str):
 # ---------------------------------------------------------------- worker-side functions (importable, picklable)
 
 
-def _init_process_worker(counter, threads: int | None) -> None:
+def _init_process_worker(counter, threads: int | None, parent: int | None = None) -> None:
     with counter.get_lock():
         _WORKER["id"] = counter.value
         counter.value += 1
     _set_threads(threads)
+    if parent is not None:
+        end_with_parent(parent)
+
+
+def end_with_parent(parent: int) -> None:
+    """End this process when `parent` ends, however it ends (SIGKILL, SIGTERM, a crash): a pool worker whose parent
+    is gone would go on training and writing the store for nobody. Linux: the kernel sends SIGKILL at the parent's
+    death (prctl PR_SET_PDEATHSIG); everywhere, a thread checks the parent once a second. Only this process is
+    ended (not its process group, which may hold the user's shell job); its runs resume from their checkpoints."""
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the thread below does it
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent:  # gone before the signal was asked for
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, daemon=True, name="end-with-parent").start()
 
 
 def _fresh_compiler() -> None:
@@ -261,7 +288,8 @@ def _processes(missing, dev: str, workers, data_root, root, progress):
     if progress:
         print(f"process pool: {w} worker(s), {threads} torch thread(s) each, device {dev}"
               + (f" (round-robin over {gpus} GPUs)" if gpus > 1 and dev == "cuda" else ""), flush=True)
-    with ProcessPoolExecutor(max_workers=w, mp_context=ctx, initializer=_init_process_worker, initargs=(counter, threads)) as ex:
+    init = (counter, threads, os.getpid())  # the workers end with this process (end_with_parent)
+    with ProcessPoolExecutor(max_workers=w, mp_context=ctx, initializer=_init_process_worker, initargs=init) as ex:
         # each run's own bar only on a terminal (on its worker's line); in a log file or a pipe, k bars rewriting
         # one line are unreadable: the per-run lines below say what finished
         bars = progress and sys.stderr.isatty()

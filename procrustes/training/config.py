@@ -23,6 +23,11 @@ MIXERS = ("mfw", "mixup", "manifold-mixup", "remix")
 SAMPLERS = ("instance", "class", "sqrt", "progressive", "drs")
 MFW_ACTIVE = ("always", "until-drw")
 PRECISIONS = ("auto", "bf16", "fp32")
+# Upper bounds of the two sizes a typo can make absurd: 10,000 epochs is 50 times the paper's 200 (a larger value
+# is a slip such as 1e23, which would train for ever), and 65,536 images a step is more than any training set here
+# holds (a larger batch silently becomes full-batch training under a key of its own). Both must be integers.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
 
 
 class ConfigError(ValueError):
@@ -220,7 +225,8 @@ def _canonical(values: dict[str, Any]) -> dict[str, Any]:
 
 def make_config(profile: str = "paper", **overrides: Any) -> RunConfig:
     """A validated RunConfig: profile defaults, then `overrides` (None values are ignored; NONE sets None).
-    The method's spelling and, under imbalance none, the unused ratio are made canonical (one run, one key)."""
+    The method's spelling and, under imbalance none, the unused ratio are made canonical, and so are the fields
+    the run does not use and the values that spell out a default (`canonical_config`): one training, one key."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     values = dict(PROFILES[profile])
@@ -235,8 +241,68 @@ def make_config(profile: str = "paper", **overrides: Any) -> RunConfig:
     values.update(_canonical(values))
     _check_fields(values)
     cfg = RunConfig(**values)
+    validate(cfg)  # the values as given: a bad value of a field the run does not use is still an error
+    cfg = canonical_config(cfg)
     validate(cfg)
     return cfg
+
+
+# The fields only some runs use, with the test that says whether `c` uses them; every other field is used by every
+# run. Where a run does not use a field, its value cannot change the training, so canonical_config sets it to
+# RunConfig's default (tests/test_trust4.py trains each method with these fields changed and compares the weights).
+def _uses_drw_epoch(c: RunConfig) -> bool:
+    return c.loss in ("drw", "ldam-drw") or c.sampler == "drs" or (c.mixer == "mfw" and c.mfw_active == "until-drw")
+
+
+USED_BY: dict[str, Any] = {
+    "cb_beta": lambda c: c.loss in ("cb", "drw", "ldam-drw"),  # losses.class_weights
+    "focal_gamma": lambda c: c.loss == "focal",
+    "ldam_max_margin": lambda c: c.loss.startswith("ldam"),  # losses.Criterion: margins and scale of the cosine
+    "ldam_scale": lambda c: c.loss.startswith("ldam"),
+    "la_tau": lambda c: c.loss == "logit-adjust",
+    "drw_epoch": _uses_drw_epoch,  # the DRW losses' weights, the drs sampler, MFW until DRW
+    "mfw_point": lambda c: c.mixer == "mfw",
+    "mfw_random_points": lambda c: c.mixer == "mfw" and c.mfw_point == "random",
+    "mfw_select": lambda c: c.mixer == "mfw",
+    "mfw_prob": lambda c: c.mixer == "mfw",
+    "mfw_gamma": lambda c: c.mixer == "mfw" and c.mfw_select == "power",  # mixing.selection_probs
+    "mfw_lam": lambda c: c.mixer == "mfw",
+    "mfw_lam_min": lambda c: c.mixer == "mfw" and c.mfw_lam == "uniform",  # mixing.draw_lam
+    "mfw_alpha": lambda c: c.mixer == "mfw" and c.mfw_lam != "uniform",
+    "mfw_active": lambda c: c.mixer == "mfw",
+    "mixup_alpha": lambda c: c.mixer in ("mixup", "manifold-mixup", "remix"),
+    "manifold_points": lambda c: c.mixer == "manifold-mixup",
+    "remix_kappa": lambda c: c.mixer == "remix",
+    "remix_tau": lambda c: c.mixer == "remix",
+}
+
+
+def canonical_config(cfg: RunConfig) -> RunConfig:
+    """cfg with one spelling for one training: a field cfg does not use (USED_BY) at RunConfig's default; a
+    schedule value equal to what None resolves to (warm-up, milestones, factors, DRW epoch) as None; model
+    "auto" where the named model is what auto resolves to; max_per_class None where it keeps a named benchmark's
+    every image. Every committed run is already in this form (its key does not change)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    changes: dict[str, Any] = {name: defaults[name] for name, used in USED_BY.items()
+                               if not used(cfg) and getattr(cfg, name) != defaults[name]}
+    c = cfg.replace(**changes)
+    plain = c.replace(warmup_epochs=None, lr_milestones=None, lr_factors=None)
+    warm, miles, factors, _ = plain.schedule()
+    if c.warmup_epochs is not None and c.warmup_epochs == warm:
+        changes["warmup_epochs"] = None
+    if c.lr_milestones is not None and tuple(c.lr_milestones) == miles:
+        changes["lr_milestones"] = None
+    if c.lr_factors is not None and tuple(c.lr_factors) == factors:
+        changes["lr_factors"] = None
+    c = cfg.replace(**changes)
+    if c.drw_epoch is not None and c.drw_epoch == c.replace(drw_epoch=None).schedule()[3]:
+        changes["drw_epoch"] = None
+    if c.model != "auto" and c.model == c.replace(model="auto").resolved_model():
+        changes["model"] = "auto"
+    if c.dataset in PAPER_SIZES and c.max_per_class is not None and not isinstance(c.max_per_class, bool) \
+            and isinstance(c.max_per_class, int) and c.max_per_class >= PAPER_SIZES[c.dataset][1]:
+        changes["max_per_class"] = None
+    return cfg.replace(**changes) if changes else cfg
 
 
 def _finite(value: Any, name: str, lo: float, hi: float = math.inf, strict: bool = False, hi_open: bool = False) -> None:
@@ -246,6 +312,13 @@ def _finite(value: Any, name: str, lo: float, hi: float = math.inf, strict: bool
     if not ok:
         lo_s, hi_s = ("(" if strict else "[") + f"{lo:g}", f"{hi:g}" + (")" if hi_open or hi == math.inf else "]")
         raise ConfigError(f"impossible {name} {value!r}: a finite number in {lo_s}, {hi_s}")
+
+
+def _integer(value: Any, name: str, lo: int, hi: int | None = None) -> None:
+    """ConfigError unless value is an integer (not a bool, not a float such as 1e23) in [lo, hi]."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        raise ConfigError(f"impossible {name} {value!r}: an integer in [{lo}, {'inf' if hi is None else f'{hi:,}'}]"
+                          + (f" (MAX_{name.upper()} in procrustes/training/config.py)" if hi else ""))
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -267,12 +340,15 @@ def validate(cfg: RunConfig) -> None:
     _check_sequences(cfg)
     if not (isinstance(cfg.ratio, (int, float)) and cfg.ratio >= 1):
         raise ConfigError(f"impossible ratio {cfg.ratio!r}: rho = n_max / n_min must be a number >= 1")
-    if cfg.epochs < 1:
-        raise ConfigError(f"impossible epochs {cfg.epochs!r}: must be at least 1")
-    if cfg.batch_size < 2:
-        raise ConfigError(f"impossible batch_size {cfg.batch_size!r}: must be at least 2")
-    if cfg.max_per_class is not None and cfg.max_per_class < 1:
-        raise ConfigError(f"impossible max_per_class {cfg.max_per_class!r}: must be at least 1")
+    _integer(cfg.epochs, "epochs", 1, MAX_EPOCHS)
+    _integer(cfg.batch_size, "batch_size", 2, MAX_BATCH_SIZE)
+    if cfg.max_per_class is not None:
+        _integer(cfg.max_per_class, "max_per_class", 1)
+    if cfg.drw_epoch is not None:
+        _integer(cfg.drw_epoch, "drw_epoch", 0)
+    if cfg.lr_milestones is not None:
+        for m in cfg.lr_milestones:
+            _integer(m, "lr_milestones entry", 1)
     if not isinstance(cfg.full_test_every, int) or isinstance(cfg.full_test_every, bool) or cfg.full_test_every < 0:
         raise ConfigError(f"impossible full_test_every {cfg.full_test_every!r}: an integer of at least 0 (0: the last epoch only)")
     if not isinstance(cfg.full_test_final_lr, bool):
@@ -404,4 +480,5 @@ def run_label(c: RunConfig) -> str:
 
 
 __all__ = ["RunConfig", "base_config", "run_label", "ConfigError", "NONE", "PROFILES", "make_config", "canonical_method",
+           "canonical_config", "USED_BY", "MAX_EPOCHS", "MAX_BATCH_SIZE",
            "validate", "split_method", "parse_assignment", "MIXING_POINTS", "mixing_points"]

@@ -336,11 +336,23 @@ IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 def _class_files(base: str) -> list[str]:
     """The image files of one class folder, in its sub-folders too, in torchvision ImageFolder's order (folders
     walked in sorted order, names sorted in each; symbolic links followed): a flat folder gives its sorted names,
-    as before sub-folders were read."""
-    out = []
-    for folder, _, names in sorted(os.walk(base, followlinks=True)):
-        out += [os.path.join(folder, n) for n in sorted(names) if os.path.splitext(n)[1].lower() in IMG_EXT]
-    return out
+    as before sub-folders were read. A folder is read once: a link back to a folder already walked (`loop -> .`,
+    a cycle) or a second link to one is skipped, where os.walk(followlinks=True) would list every image again on
+    each turn of the cycle until the path grows too long."""
+    out, seen = [], set()
+    for folder, dirs, names in os.walk(base, followlinks=True):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []  # walked already: neither its images nor its sub-folders again
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        out.append((folder, [os.path.join(folder, n) for n in sorted(names) if os.path.splitext(n)[1].lower() in IMG_EXT]))
+    return [f for _, files in sorted(out) for f in files]
 
 
 def load_imagefolder(root: Path, split: str, size: int | None = None) -> ImageArrays:

@@ -272,9 +272,12 @@ def read_result(cfg: RunConfig, root: Path | None = None, data_id: str | None = 
 
 def set_aside(path: Path, tag: str = "damaged") -> Path | None:
     """Keep a file the store cannot use under a new, never-reused name beside it (never overwrite, never
-    delete: it may be the only copy of something a user made); None when there is no such file."""
+    delete: it may be the only copy of something a user made); None when there is no such file. A folder where
+    the file should be is not moved: StoreError (one line) saying so."""
     if not path.exists():
         return None
+    if path.is_dir():
+        raise _not_a_file(path)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     for i in range(1000):
         kept = path.with_name(f"{path.stem}.{tag}-{stamp}-{os.getpid()}{f'-{i}' if i else ''}{path.suffix}")
@@ -282,9 +285,66 @@ def set_aside(path: Path, tag: str = "damaged") -> Path | None:
             os.link(path, kept)  # fails if `kept` exists: no set-aside ever replaces another
         except FileExistsError:
             continue
+        except OSError as e:
+            raise StoreError(f"cannot set {path} aside as {kept.name}: {e.strerror or e}") from None
         os.unlink(path)
         return kept
-    raise OSError(f"could not set {path} aside")
+    raise StoreError(f"could not set {path} aside")
+
+
+# the files of a run folder the trainer reads and writes
+RUN_FILES = ("checkpoint.pt", "result.json", "model.pt", "config.json")
+
+
+def _not_a_file(path: Path) -> StoreError:
+    return StoreError(f"{path} is a folder, not a file: the run keeps its {path.name} there; move the folder away "
+                      f"and rerun")
+
+
+def check_run_files(out: Path) -> None:
+    """StoreError (one line, before any training) when a file the run reads or writes (RUN_FILES) is a folder or
+    anything but a plain file: found at the end, it would cost the whole training."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.exists() and not path.is_file():
+            raise _not_a_file(path) if path.is_dir() else StoreError(f"{path} is not a plain file: move it away and rerun")
+
+
+class RunLocked(StoreError):
+    """Another process is training the same run (same key, same data) now."""
+
+
+LOCK_NAME = ".train.lock"  # in the run folder: flock'ed by the process training the run, holds its pid
+
+
+def lock_run(out: Path, label: str):
+    """The open lock file of the run folder `out`, locked (fcntl.flock, exclusive) for as long as it stays open:
+    close it when the training ends (the kernel releases it when the process dies, however it dies). RunLocked
+    (one line naming the run and the holder's pid) when another process holds it: one training of a key at a time,
+    never two writing the same checkpoint and result."""
+    import fcntl
+
+    path = out / LOCK_NAME
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+    except IsADirectoryError:
+        raise _not_a_file(path) from None
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise RunLocked(f"{label} [{out.name}] is being trained by process {holder} now (lock {path}): wait for it to "
+                        f"finish, or stop it, then rerun") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def set_aside_damaged(path: Path) -> Path | None:

@@ -345,19 +345,32 @@ def train(cfg: RunConfig, *, device="auto", data_root=None, results: Path | None
           stop_after: int | None = None, bench=None, compile: str | bool | None = None,
           bar_position: int | None = None) -> dict | None:
     """Train cfg (resuming its checkpoint when there is one) and store its result; `bench`: the loaded data.
-    On CUDA cudnn.benchmark is on while it trains (fixed shapes: it picks the fastest convolutions)."""
+    On CUDA cudnn.benchmark is on while it trains (fixed shapes: it picks the fastest convolutions).
+    One training of a run at a time: the run folder's lock (store.lock_run) is held from before the checkpoint is
+    read until the result is stored; another process holding it is a store.RunLocked error, and a result that
+    process stored meanwhile is returned, not trained again."""
     validate(cfg)
     dev = resolve_device(device)
     bf16 = use_bf16(cfg.precision, dev)
     bench = bench if bench is not None else load_benchmark(cfg, data_root)
     mode = compile_mode(compile, dev, cfg.epochs * len(bench.train_y))
+    lock = store.lock_run(store.run_dir(cfg, results, bench.data["id"]), cfg.label())
     old_benchmark = torch.backends.cudnn.benchmark
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     try:
+        store.check_run_files(store.run_dir(cfg, results, bench.data["id"]))
+        import warnings
+
+        with warnings.catch_warnings():  # run() has reported a damaged result already
+            warnings.simplefilter("ignore", store.DamagedResult)
+            done = store.read_result(cfg, results, bench.data["id"])
+        if done is not None:  # stored by another process after run() looked, before this one took the lock
+            return done
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         return _train(cfg, dev, bf16, bench, results, progress, stop_after, mode, bar_position)
     finally:
         torch.backends.cudnn.benchmark = old_benchmark
+        lock.close()
 
 
 @dataclass
@@ -404,11 +417,22 @@ class Progress:
     commits: list = field(default_factory=list)
 
 
-def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model, opt, gen, rng, fresh: Progress) -> Progress:
+def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model, opt, gen, rng, fresh: Progress,
+           data_id: str | None = None) -> Progress:
     """Load the run's checkpoint into model, optimiser and generators, and return its progress; `fresh` when there
-    is none (a damaged one is set aside by the store and the run starts over)."""
+    is none (a damaged one is set aside by the store and the run starts over). A checkpoint of another run (its
+    config or its data id differ from this run's, or it records neither) is set aside the same way, with a
+    one-line warning: it is never resumed under this run's key."""
     ck = store.load_checkpoint(ckpt_path, dev)
     if ck is None:
+        return fresh
+    why = foreign_checkpoint(ck, cfg, data_id)
+    if why:
+        import warnings
+
+        kept = store.set_aside(ckpt_path, "foreign")
+        warnings.warn(f"checkpoint {ckpt_path} {why}: set aside as {kept.name}; the run starts over",
+                      store.DamagedResult, stacklevel=2)
         return fresh
     check_resume_precision(ck, used, cfg.precision, ckpt_path)
     model.load_state_dict(ck["model"])
@@ -418,6 +442,23 @@ def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model,
     commits = list(dict.fromkeys(ck.get("commits", []) + fresh.commits))  # a resumed run may span commits
     return Progress(ck["history"], ck["epoch"], ck["wall"], ck["train_wall"], ck.get("eval_wall", float("nan")),
                     ck["images"], ck["started"], commits)
+
+
+def foreign_checkpoint(ck: dict, cfg: RunConfig, data_id: str | None) -> str:
+    """Why checkpoint `ck` is not one of the run (cfg on the data `data_id`), or "" when it is: its recorded
+    config must be cfg's (to_dict) and its data's content id this run's."""
+    had = ck.get("config")
+    if not isinstance(had, dict):
+        return "records no config (it cannot be told from another run's)"
+    if had != cfg.to_dict():
+        diff = sorted(k for k in set(had) | set(cfg.to_dict()) if had.get(k) != cfg.to_dict().get(k))
+        return f"belongs to another run (its config differs in {', '.join(diff)})"
+    if data_id is not None:
+        rec = ck.get("data")
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        if rid != data_id:
+            return f"was trained on other data ({str(rid)[:8]}, this run's {data_id[:8]})"
+    return ""
 
 
 def train_epoch(step: TrainStep, cfg: RunConfig, data: DeviceData, epoch: int, bar) -> float:
@@ -527,7 +568,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     keys = HISTORY_KEYS + (("val_acc", "val_top1") if data.val is not None else ()) + \
         (("full_test_top1",) if cfg.full_test_every or cfg.full_test_final_lr else ())
     fresh = Progress({k: [] for k in keys}, started=store.now_utc(), commits=[CODE_COMMIT])
-    p = resume(out / "checkpoint.pt", dev, used, cfg, model, opt, gen, rng, fresh)
+    p = resume(out / "checkpoint.pt", dev, used, cfg, model, opt, gen, rng, fresh, bench.data["id"])
     store.write_config(out, cfg)
     if mode is not None:
         model.compile(mode=mode)  # in place, after the checkpoint is loaded: state_dict keys stay those of the plain model
