@@ -100,7 +100,18 @@ def test_a_run_over_the_recompile_limit_is_recorded_eager(cifar10_root, tmp_path
     assert "recompile limit (1)" in seg["reason"] and seg["recompile_limit_hits"] >= 1
     from procrustes.results.selection import code_path
 
-    assert code_path(res) == "eager"
+    # the first graph compiled, the second variant ran eager: neither path throughout
+    assert seg["frames_compiled"] >= 1 and p["code_path"] == "partly compiled" and code_path(res) == "partly compiled"
+
+
+def test_the_code_path_of_a_run_from_its_compile_records():
+    from procrustes.training.store import code_path_of
+
+    ok = {"mode": "default", "frames_compiled": 6, "fell_back": False}
+    assert code_path_of([ok]) == "compiled" and code_path_of([{"mode": None}]) == "eager"
+    assert code_path_of([{"mode": "default", "frames_compiled": 0, "fell_back": True}]) == "eager"  # nothing captured
+    assert code_path_of([dict(ok, fell_back=True)]) == "partly compiled"  # the limit hit after some graphs
+    assert code_path_of([{"mode": None}, ok]) == "partly compiled"  # resumed on the other path
 
 
 @pytest.mark.parametrize("method,point", [("mfw", "stage1"), ("mfw", "input"), ("mfw", "feature"), ("manifold-mixup", None)])

@@ -328,7 +328,7 @@ def render(data: dict[str, list[dict]]) -> str:
     rows = sorted((v for vs in data.values() for v in vs), key=lambda v: (v["claim"], v["source"]))
     out = ["# The paper's claims, as our runs show them", "",
            "Written by the notebooks (`make figures`) from the committed results; do not edit by hand.", "",
-           "What each claim code tests (the abstract is quoted in /work/shared/reference/PAPER.md):", "",
+           "What each claim code tests, in the abstract's words (square brackets: ours):", "",
            *claim_table(), "",
            "Each verdict comes from a rule fixed before the data:", "",
            f"- differences: {NOISE_RULE}; when the opposite direction passes the same rule, the verdict is {WORSE};",

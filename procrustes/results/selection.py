@@ -384,13 +384,19 @@ def path_caveat(sides: dict[str, dict[int, dict]], pairs) -> str:
         return ""
     what = "code paths differ" if len(paths - {"unknown"}) > 1 else "code paths not all known"
     text = f"; careful: {what}: " + "; ".join(f"{n} {_paths(rs)}" for n, rs in sides.items() if rs)
-    mixed = pairs[(pairs["path"] != pairs["twin_path"]) & (pairs["path"] != "unknown") & (pairs["twin_path"] != "unknown")] \
-        if len(pairs) else pairs
+    mixed = _compiled_eager(pairs)
     if len(mixed):
         moves = ", ".join(f"{d if p == 'compiled' else -d:+.2f} ({b} {m} seed {s})" for d, p, b, m, s in
                           zip(mixed["difference"], mixed["path"], mixed["benchmark"], mixed["method"], mixed["seed"]))
         text += f"; the same training stored on both paths moved by {moves} points (compiled minus eager)"
     return text + f"; {OTHER_PATH}"
+
+
+def _compiled_eager(pairs):
+    """The twin pairs stored once compiled and once eager (whole runs on each path)."""
+    if not len(pairs):
+        return pairs
+    return pairs[[{a, b} == {"compiled", "eager"} for a, b in zip(pairs["path"], pairs["twin_path"])]]
 
 
 def paths_summary(profile: str, root: Path | None = None, choices: dict | None = None) -> list[str]:
@@ -409,8 +415,7 @@ def paths_summary(profile: str, root: Path | None = None, choices: dict | None =
             lines.append(f"stage {stage}, {key[1]}: {BASELINE[stage]} {_paths(base.get(key, {})) or 'not stored'}; "
                          f"{method} [{ch.label}] {_paths(chosen.get(key, {})) or 'not stored'}")
     pairs = twin_pairs(profile, root, choices)
-    known = pairs[(pairs["path"] != pairs["twin_path"]) & (pairs["path"] != "unknown") & (pairs["twin_path"] != "unknown")] \
-        if len(pairs) else pairs
+    known = _compiled_eager(pairs)
     if len(known):
         sds = [np.std([x["summary"]["test_error"] for x in runs.values()], ddof=1)
                for runs in list(chosen.values()) + list(base.values()) if len(runs) > 1]

@@ -100,11 +100,18 @@ def listed(root: Path, profile: str | None = None) -> list[dict]:
     return rows
 
 
+PATHS = ("compiled", "eager", "partly compiled", UNKNOWN)
+
+
 def code_path(result: dict) -> str:
     """How a stored run trained, from its (corrected) provenance: "compiled" (torch.compile, and no fall-back to
-    eager was seen), "eager", or "unknown" (a correction says the record cannot be trusted and the truth cannot
-    be recovered). Runs from before the compile setting was recorded trained eager."""
-    compiled = result.get("provenance", {}).get("compiled")
-    if compiled == UNKNOWN:
+    eager was seen), "eager", "partly compiled" (it fell back to eager after some graphs were compiled), or
+    "unknown" (a correction says the record cannot be trusted and the truth cannot be recovered). Runs that
+    record no `code_path` (before the fall-back was watched) read from `compiled`; runs from before the compile
+    setting was recorded trained eager."""
+    prov = result.get("provenance", {})
+    if prov.get("code_path") in PATHS:
+        return prov["code_path"]
+    if prov.get("compiled") == UNKNOWN:
         return UNKNOWN
-    return "compiled" if compiled else "eager"
+    return "compiled" if prov.get("compiled") else "eager"

@@ -393,7 +393,7 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "compiled": compile_mode is not None and (compile_log is None or all(
             r.get("mode") is not None and not r.get("fell_back") for r in compile_log)),
         "compile_mode": compile_mode,
-        **({"compile_evidence": compile_log} if compile_log else {}),
+        **({"compile_evidence": compile_log, "code_path": code_path_of(compile_log)} if compile_log else {}),
         "eval_batch": eval_batch,
         **({"eval_s": round(eval_s, 2)} if eval_s is not None and eval_s == eval_s else {}),
         "started_utc": started,
@@ -402,6 +402,16 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "train_images_per_s": round(images_per_s, 1),
         "host": platform.node(),
     }
+
+
+def code_path_of(compile_log: list) -> str:
+    """The path a run trained on, from train.CompileWatch's records: "compiled" (every segment compiled, no
+    fall-back), "eager" (no segment compiled a graph), else "partly compiled" (a fall-back after some graphs
+    were compiled, or segments on both paths)."""
+    compiled = [r.get("mode") is not None and r.get("frames_compiled", 0) > 0 for r in compile_log]
+    if all(compiled) and not any(r.get("fell_back") for r in compile_log):
+        return "compiled"
+    return "partly compiled" if any(compiled) else "eager"
 
 
 def now_utc() -> str:
