@@ -2,6 +2,8 @@
 and claims.md written deterministically."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def test_compare_pairs_seeds_and_reports_each():
     assert v.verdict == claims.SHOWN and v.seeds == [0, 1, 2]
     assert "seeds 0, 1, 2" in v.numbers and "20.2" in v.numbers
     opposite = claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 20.0, 1: 21.0}, "A", "B", expect=-1)
-    assert opposite.verdict == claims.NOT_SHOWN and opposite.numbers.endswith("the opposite direction passes the same rule")
+    assert opposite.verdict == claims.WORSE and "the opposite direction passes the same rule" in opposite.numbers
     assert "opposite" not in claims.compare("x", "s", {0: 10.0, 1: 11.0}, {0: 10.5, 1: 10.0}, "A", "B", expect=-1).numbers
     assert claims.compare("x", "s", {0: 1.0}, {1: 2.0}, "A", "B", expect=1).verdict == claims.MISSING
 
@@ -123,3 +125,75 @@ def test_claims_md_is_deterministic_and_per_notebook(tmp_path):
     claims.record([], tmp_path, "nb2")  # a notebook's verdicts are replaced, not appended
     assert "| 2 b |" not in (tmp_path / "claims.md").read_text()
     assert np.isnan(claims.mean_sd([1.0])[1])
+
+
+def test_harm_reads_worse_with_its_size():
+    """A difference whose opposite direction passes the rule is harm: verdict WORSE (not NOT SHOWN), with the
+    size and the bar it passed, in claims.md's verdict column and in the line a notebook prints."""
+    erm, mfw = {0: 27.27, 1: 26.62, 2: 26.86}, {0: 34.88, 1: 35.19, 2: 34.67}  # exp-10 MFW vs ERM: +8.00 points
+    v = claims.compare("6 x", "MFW has a lower error than ERM", erm, mfw, "ERM", "MFW", expect=-1, unit="%", digits=2,
+                       source="05", profile="cpu")
+    assert v.verdict == claims.WORSE and v.line().startswith("6 x: WORSE.")
+    assert "WORSE: the opposite direction passes the same rule (MFW above ERM by 8.00 points, needs > 0.66)" in v.numbers
+    md = claims.render({"05": [asdict(v)]})
+    assert "| 6 x | **WORSE** |" in md and "reads WORSE" in md
+    assert any(c.startswith("2026-12-07, every difference") for c in claims.RULE_CHANGES)
+    assert not any("issue" in c for c in claims.RULE_CHANGES)  # reader-facing text
+    # noise, and the claimed direction, keep their words
+    assert claims.compare("x", "s", erm, {k: v + 0.1 for k, v in erm.items()}, "A", "B", expect=-1).verdict == claims.NOT_SHOWN
+    assert claims.compare("x", "s", mfw, erm, "A", "B", expect=-1).verdict == claims.SHOWN
+
+
+def test_welch_p_values():
+    # two-sided 5% points of Student's t (tables): df 1, 2, 4, 10, and the normal limit
+    for t, df in ((12.706, 1), (4.303, 2), (2.776, 4), (2.228, 10), (1.960, 1e7)):
+        assert claims.t_two_sided_p(t, df) == pytest.approx(0.05, abs=2e-4)
+    assert claims.t_two_sided_p(0.0, 3.3) == pytest.approx(1.0)
+    assert claims.t_two_sided_p(1.0, 1) == pytest.approx(0.5)  # Cauchy: P(|T| > 1) = 1/2
+    # exp-100 selected MFW vs ERM: Welch's df 2.09, p 0.050
+    t, df, p = claims.welch({0: 48.50, 1: 47.88, 2: 46.41}, {0: 44.86, 1: 45.18, 2: 45.00})
+    assert (round(t, 2), round(df, 2), round(p, 3)) == (-4.12, 2.09, 0.05)
+    assert np.isnan(claims.welch({0: 1.0}, {0: 2.0, 1: 3.0})[2])
+
+
+def test_pooled_noise_marks_a_fragile_row():
+    """A difference that passes the primary rule only because the more variable side is unusually steady reads
+    SHOWN, fragile: with the benchmark's pooled seed std it does not pass. The verdict itself never changes."""
+    erm, sel = {0: 48.50, 1: 47.88, 2: 46.41}, {0: 44.86, 1: 45.18, 2: 45.00}  # exp-100 selected MFW vs ERM
+    others = [{0: 46.19, 1: 49.58, 2: 46.75}, {0: 37.32, 1: 34.94, 2: 36.02}, {0: 42.42, 1: 44.38, 2: 46.61},
+              {0: 35.74, 1: 37.08, 2: 35.82}]  # the benchmark's other configs with three seeds
+    sd, n, df = claims.pooled_sd([erm, sel, *others])
+    assert (round(sd, 2), n, df) == (1.35, 6, 12)
+    v = claims.compare("6s x", "s", erm, sel, "ERM", "MFW", expect=-1, unit="%", digits=2, pool=[erm, sel, *others])
+    assert v.verdict == claims.SHOWN and v.fragile and v.shown_verdict() == "SHOWN, fragile"
+    assert "needs |mean| > 2.69 points and one sign: fails: fragile" in v.robustness and "p = 0.050" in v.robustness
+    assert "| **SHOWN** (fragile) |" in claims.render({"09": [asdict(v)]})
+    robust = claims.compare("6s y", "s", erm, {k: x - 6 for k, x in erm.items()}, "ERM", "MFW", expect=-1, pool=[erm, *others])
+    assert robust.verdict == claims.SHOWN and not robust.fragile and ": passes;" in robust.robustness
+    assert claims.compare("1", "s", {0: 1.0}, {0: 2.0}, "A", "B", expect=1).robustness == ""  # one seed: none
+    # groups of stored runs: a training stored twice (with and without validation) is one config
+    cfg = ex.dynamics_runs("smoke", methods=("mfw",), seeds=(0,))[0]
+    twin = fake_result(cfg.replace(val_per_class=10, eval_per_class=0), 40.0)
+    assert claims.config_groups([twin, fake_result(cfg, 41.0), fake_result(cfg.replace(seed=1), 42.0)],
+                                claims.top1_error) == [{0: 41.0, 1: 42.0}]
+
+
+def test_claim_codes_map_to_the_abstract():
+    """claims.md opens with the claim codes and the abstract's words each tests; every row's code is listed."""
+    from pathlib import Path
+
+    paper = (Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "PAPER.md")
+    md = claims.render({"x": [asdict(claims.compare("6s a", "s", {0: 1.0}, {0: 2.0}, "A", "B", expect=1))]})
+    assert md.index("| claim code |") < md.index("| claim | verdict |")
+    for claim, code in (("1 under-fit first", "1"), ("1 under-fit first (rule until 2026-11-29)", "1"),
+                        ("2 larger minor gradients", "2"), ("3 then over-fit", "3"), ("4 MFW raises minority test accuracy", "4t"),
+                        ("5 MFW balances feature gradients", "5g"), ("5 MFW balances training accuracy", "5a"),
+                        ("6 cifar10 exp-100: mfw vs erm", "6"), ("6s cifar10 exp-10: selected mfw vs erm", "6s")):
+        assert claims.claim_code(claim) == code and f"| {code} |" in md
+    if paper.exists():  # each sentence quotes the abstract (brackets mark our words)
+        import re
+
+        text = " ".join(paper.read_text().split())
+        for quote, _ in claims.CLAIM_SENTENCES.values():
+            for part in re.split(r"\[[^\]]*\]", quote):
+                assert " ".join(part.split()).strip(" ,") in text, part

@@ -55,20 +55,63 @@ def test_the_profiles_compile_where_it_pays():
         assert use_compile("auto", CPU, cfg.epochs * n) is expected, profile
 
 
+def _compile_eager(monkeypatch, calls: list):
+    """nn.Module.compile through dynamo with the "eager" backend: dynamo's tracing, guards and recompile limit as
+    in a real compile (the fall-back detection reads those), without inductor's minutes of code generation."""
+    real = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, *a, **k: calls.append((type(self).__name__, k)) or real(self, backend="eager"))
+
+
 def test_compile_is_not_in_the_key_and_the_provenance_says(cifar10_root, tmp_path, monkeypatch):
-    """compile="on" compiles the model in place (nn.Module.compile, recorded here instead of run: a smoke run
-    compiled for real takes minutes on a CPU) and the result says compiled: true; the key does not move."""
+    """compile="on" compiles the model in place (nn.Module.compile, through dynamo with the eager backend here:
+    a smoke run compiled by inductor takes minutes on a CPU) and the result says compiled: true, with the
+    evidence (frames and graphs compiled, no fall-back); the key does not move."""
     calls = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: calls.append((type(self).__name__, k)))
+    _compile_eager(monkeypatch, calls)
     cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, epochs=1)
     on = run(cfg, device="cpu", data_root=cifar10_root, results=tmp_path / "on", progress=False, compile="on")
     off = run(cfg, device="cpu", data_root=cifar10_root, results=tmp_path / "off", progress=False, compile="off")
     assert calls == [("StagedNet", {"mode": "default"})]
     assert on["provenance"]["compiled"] is True and off["provenance"]["compiled"] is False
     assert on["provenance"]["compile_mode"] == "default" and off["provenance"]["compile_mode"] is None
+    [seg] = on["provenance"]["compile_evidence"]
+    assert seg["mode"] == "default" and seg["epochs"] == [1, 1] and seg["fell_back"] is False and seg["reason"] is None
+    assert seg["frames_compiled"] > 0 and seg["graphs"] > 0 and seg["recompile_limit_hits"] == 0
+    assert off["provenance"]["compile_evidence"] == [{"mode": None, "epochs": [1, 1]}]
     assert on["key"] == off["key"]
     assert on["provenance"]["eval_batch"] == 128  # train.EVAL_BATCH["cpu"]: speed only, recorded beside
-    assert on["history"]["train_loss"] == off["history"]["train_loss"]  # the stand-in compiles nothing
+
+
+def test_a_run_over_the_recompile_limit_is_recorded_eager(cifar10_root, tmp_path, monkeypatch):
+    """A compiled run that hits dynamo's recompile limit trains (from then on) eager: its provenance must say
+    compiled: false, with the reason and the epoch, not the compile setting it asked for. The limit is forced
+    to 1 here: the epoch's last, smaller batch needs a second graph."""
+    import torch._dynamo
+
+    _compile_eager(monkeypatch, [])
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, epochs=2)
+    res = run(cfg, device="cpu", data_root=cifar10_root, results=tmp_path, progress=False, compile="on")
+    p = res["provenance"]
+    assert p["compiled"] is False and p["compile_mode"] == "default"
+    [seg] = p["compile_evidence"]
+    assert seg["fell_back"] is True and seg["fell_back_after_epoch"] == 1 and seg["epochs"] == [1, 2]
+    assert "recompile limit (1)" in seg["reason"] and seg["recompile_limit_hits"] >= 1
+    from procrustes.results.selection import code_path
+
+    # the first graph compiled, the second variant ran eager: neither path throughout
+    assert seg["frames_compiled"] >= 1 and p["code_path"] == "partly compiled" and code_path(res) == "partly compiled"
+
+
+def test_the_code_path_of_a_run_from_its_compile_records():
+    from procrustes.training.store import code_path_of
+
+    ok = {"mode": "default", "frames_compiled": 6, "fell_back": False}
+    assert code_path_of([ok]) == "compiled" and code_path_of([{"mode": None}]) == "eager"
+    assert code_path_of([{"mode": "default", "frames_compiled": 0, "fell_back": True}]) == "eager"  # nothing captured
+    assert code_path_of([dict(ok, fell_back=True)]) == "partly compiled"  # the limit hit after some graphs
+    assert code_path_of([{"mode": None}, ok]) == "partly compiled"  # resumed on the other path
 
 
 @pytest.mark.parametrize("method,point", [("mfw", "stage1"), ("mfw", "input"), ("mfw", "feature"), ("manifold-mixup", None)])

@@ -74,3 +74,42 @@ def test_only_filters_notebooks():
     only = ex.all_runs("smoke", ["02"])
     assert [c.method for c in only] == ["erm"] * len(ex.SEEDS["smoke"])
     assert set(c.key() for c in only) <= set(c.key() for c in ex.all_runs("smoke"))
+
+
+def test_two_selection_rules_with_the_same_probabilities_are_one_training():
+    """On step imbalance the median rule and the power rule (gamma 1) both give p = 1 to the major classes and 0
+    to the minor ones: one training under two configs. Not on exp imbalance, nor for other rules or seeds."""
+    step = make_config("cpu", dataset="cifar10", imbalance="step", ratio=100, method="mfw")
+    power = step.replace(mfw_select="power", mfw_gamma=1.0)
+    assert step.key() != power.key() and ex.training_signature(step) == ex.training_signature(power)
+    assert ex.training_signature(step.replace(val_per_class=100, eval_per_class=0)) == ex.training_signature(step)
+    exp = step.replace(imbalance="exp")
+    assert ex.training_signature(exp) != ex.training_signature(exp.replace(mfw_select="power", mfw_gamma=1.0))
+    # on step any power of (n - n_min) / span is 1 or 0: gamma 2 is the same training too
+    assert ex.training_signature(step.replace(mfw_select="power", mfw_gamma=2.0)) == ex.training_signature(step)
+    for other in (step.replace(mfw_select="all"), step.replace(mfw_select="inverse"), step.replace(seed=1),
+                  step.replace(method="mfw+drw"), step.replace(mfw_point="stage2"), step.replace(mfw_prob=0.5)):
+        assert ex.training_signature(step) != ex.training_signature(other)
+
+
+def test_the_ablation_table_marks_variants_that_are_one_training():
+    """Notebook 07: the rows 'median' and 'power (gamma 1)' of step-100 are one training; the table says so, and
+    the note says their gap measures the code path their runs took (from provenance), not the rule."""
+    from procrustes.results import tables
+
+    from .test_tables_plots import fake_result
+
+    pairs = ex.ablation_runs("cpu")
+    configs = list({c.key(): c for _, c in pairs}.values())
+    results = []
+    for i, c in enumerate(configs):
+        r = fake_result(c, 40.0 + i)
+        r["provenance"]["compiled"] = c.mfw_select == "power"  # the power run compiled, the rest eager
+        results.append(r)
+    df = tables.ablation_table(pairs, results)
+    marked = df[df.same_training_as != ""]
+    assert sorted(zip(marked.label, marked.same_training_as)) == [("median", "power (gamma 1)"), ("power (gamma 1)", "median")]
+    assert set(df[df.label == "power (gamma 1)"].code_path) == {"compiled"} and set(df[df.label == "median"].code_path) == {"eager"}
+    [note] = tables.same_training_notes(df)
+    assert "'median' and 'power (gamma 1)' are the same training" in note
+    assert "it measures the code path (median: eager; power (gamma 1): compiled)" in note

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..training.config import RunConfig, make_config
+from ..training.signature import training_signature  # noqa: F401  (re-exported beside the run lists)
 
 SEEDS = {"paper": (0, 1, 2), "cpu": (0, 1, 2), "smoke": (0,)}
 TABLE_METHODS = ("erm", "focal", "ldam", "cb", "drw", "ldam-drw", "mfw", "mfw+drw", "mfw+ldam-drw")

@@ -326,11 +326,20 @@ def results_table(profile: str, root: Path | None = None):
     return pd.DataFrame(rows)
 
 
+# Said wherever runs on different code paths meet: the general fact, fixed (the numbers beside it are computed).
+OTHER_PATH = ("a whole run on the other code path is another trajectory: compiled and eager steps agree to rounding "
+              "(tests/test_compile.py), but over a run the rounding grows, and the same training on the two paths "
+              "ends as far apart as runs with different seeds")
+
+
 def code_path(result: dict) -> str:
-    """How a stored run trained: "compiled" (torch.compile) or "eager" (runs from before the compile setting
-    record none). Not in the run's key: a compiled step agrees with an eager one to rounding
-    (tests/test_compile.py), but over a whole run the rounding grows into a different trajectory."""
-    return "compiled" if result.get("provenance", {}).get("compiled") else "eager"
+    """How a stored run trained, from its provenance with the store's corrections applied: "compiled"
+    (torch.compile, no fall-back to eager seen), "eager" (also runs from before the compile setting was
+    recorded), or "unknown" (a correction says the record is wrong and the truth cannot be recovered). Not in
+    the run's key: see OTHER_PATH."""
+    from ..training.corrections import code_path as path
+
+    return path(result)
 
 
 def twin_pairs(profile: str, root: Path | None = None, choices: dict | None = None):
@@ -367,17 +376,52 @@ def _paths(runs: dict[int, dict]) -> str:
 
 
 def path_caveat(sides: dict[str, dict[int, dict]], pairs) -> str:
-    """'' when every run of every side trained on one code path; else a sentence naming each side's paths and
-    what the runs stored on both paths (twin_pairs) measured, so a verdict is not read as free of that noise."""
-    if len({code_path(r) for runs in sides.values() for r in runs.values()}) <= 1:
+    """'' when every run of every side trained on one known code path; else a sentence naming each side's paths
+    (from provenance, corrections applied) and what the runs stored on both paths (twin_pairs) measured, so a
+    verdict is not read as free of that noise."""
+    paths = {code_path(r) for runs in sides.values() for r in runs.values()}
+    if len(paths) <= 1 and "unknown" not in paths:
         return ""
-    text = "; careful: code paths differ: " + "; ".join(f"{n} {_paths(rs)}" for n, rs in sides.items() if rs)
-    mixed = pairs[pairs["path"] != pairs["twin_path"]] if len(pairs) else pairs
+    what = "code paths differ" if len(paths - {"unknown"}) > 1 else "code paths not all known"
+    text = f"; careful: {what}: " + "; ".join(f"{n} {_paths(rs)}" for n, rs in sides.items() if rs)
+    mixed = _compiled_eager(pairs)
     if len(mixed):
-        moves = ", ".join(f"{d:+.2f} ({b} {m} seed {s})" for d, b, m, s in
-                          zip(mixed["difference"], mixed["benchmark"], mixed["method"], mixed["seed"]))
+        moves = ", ".join(f"{d if p == 'compiled' else -d:+.2f} ({b} {m} seed {s})" for d, p, b, m, s in
+                          zip(mixed["difference"], mixed["path"], mixed["benchmark"], mixed["method"], mixed["seed"]))
         text += f"; the same training stored on both paths moved by {moves} points (compiled minus eager)"
-    return text
+    return text + f"; {OTHER_PATH}"
+
+
+def _compiled_eager(pairs):
+    """The twin pairs stored once compiled and once eager (whole runs on each path)."""
+    if not len(pairs):
+        return pairs
+    return pairs[[{a, b} == {"compiled", "eager"} for a, b in zip(pairs["path"], pairs["twin_path"])]]
+
+
+def paths_summary(profile: str, root: Path | None = None, choices: dict | None = None) -> list[str]:
+    """One line a (stage, benchmark): the code path of each seed of the baseline and of the chosen config, from
+    their provenance (corrections applied); then the twin pairs on two paths against the configs' seed stds."""
+    import numpy as np
+
+    choices = choices or select(profile, root)
+    chosen, base = chosen_results(profile, root, choices), baseline_results(profile, root)
+    lines = []
+    for stage, (method, benches, _) in STAGES.items():
+        for imb, r in benches:
+            key, ch = (stage, bench_name(imb, r)), choices[stage][bench_name(imb, r)].chosen
+            if ch is None:
+                continue
+            lines.append(f"stage {stage}, {key[1]}: {BASELINE[stage]} {_paths(base.get(key, {})) or 'not stored'}; "
+                         f"{method} [{ch.label}] {_paths(chosen.get(key, {})) or 'not stored'}")
+    pairs = twin_pairs(profile, root, choices)
+    known = _compiled_eager(pairs)
+    if len(known):
+        sds = [np.std([x["summary"]["test_error"] for x in runs.values()], ddof=1)
+               for runs in list(chosen.values()) + list(base.values()) if len(runs) > 1]
+        lines.append(f"the same training on both paths moved by {', '.join(f'{abs(d):.2f}' for d in known['difference'])} "
+                     f"points; the seed std of these configs is {min(sds):.2f}-{max(sds):.2f}" if sds else "")
+    return [x for x in lines if x]
 
 
 def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -> list:
@@ -391,6 +435,8 @@ def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -
     choices = select(profile, root)
     chosen, base = chosen_results(profile, root, choices), baseline_results(profile, root)
     pairs = twin_pairs(profile, root, choices)
+    pools = {bench_name(imb, r): claims.benchmark_results(profile, "cifar10", imb, r, root)
+             for imb, r in {b for _, bs, _ in STAGES.values() for b in bs}}
     out = []
     for stage, (method, benches, _) in STAGES.items():
         for imb, r in benches:
@@ -402,7 +448,8 @@ def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -
             ref = {s: x["summary"]["test_error"] for s, x in base.get((stage, bench), {}).items()}
             v = claims.compare(f"6s cifar10 {bench}: selected {method} vs {BASELINE[stage]}",
                                f"cifar10 {bench}: {label}, selected on validation, has a lower last-epoch top-1 error "
-                               f"than {base_name}", ref, err, base_name, label, expect=-1, unit="%", digits=2, **meta)
+                               f"than {base_name}", ref, err, base_name, label, expect=-1, unit="%", digits=2,
+                               pool=claims.config_groups(pools[bench], claims.top1_error), **meta)
             seeds = set(err) & set(ref)
             v.numbers += path_caveat({base_name: {s: base[(stage, bench)][s] for s in seeds},
                                       label: {s: chosen[(stage, bench)][s] for s in seeds}}, pairs)
@@ -417,7 +464,7 @@ def verdicts(profile: str, root: Path | None = None, meta: dict | None = None) -
         sides[f"MFW {imb}-100"] = {s: c[s] for s in gain[imb]}
     v = claims.verdict_step_gain(gain["exp"], gain["step"], "6s cifar10 rho=100: selected MFW gains more on step",
                                  "the selected MFW's gain over ERM (error points) is larger on step than on exp "
-                                 "imbalance", **meta)
+                                 "imbalance", pools=(pools["exp-100"], pools["step-100"]), **meta)
     if set(gain["exp"]) & set(gain["step"]):
         v.numbers += path_caveat(sides, pairs)
     out.append(v)

@@ -35,6 +35,7 @@ COLUMN_LABELS = {
     "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
     "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
     "paper_md_total": "total stated in PAPER.md", "default": "MFW's default choice",
+    "same_training_as": "same training as", "code_path": "code path",
 }
 ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
                  "lower_half_acc_mean", "upper_half_acc_mean",
@@ -189,23 +190,66 @@ def add_profile_column(df: pd.DataFrame, configs: list[RunConfig], results: list
 def ablation_table(pairs: list, results: list[dict]) -> pd.DataFrame:
     """Notebook 07: one row per (benchmark, variant) from experiments.ablation_runs' (Variant, config) pairs:
     what it varies (group), the variant, whether it is MFW's default choice (the run its method has in the
-    profile with no other change: stage1, median, U(0.5, 1), always), seeds done, mean/std top-1 error, minority-
-    and majority-group accuracy."""
+    profile with no other change: stage1, median, U(0.5, 1), always), which other variants of its group are the
+    same training under another config (experiments.training_signature: e.g. two selection rules that give the
+    same probabilities on the benchmark's counts), the code path of its runs (provenance, corrections applied),
+    seeds done, mean/std top-1 error, minority- and majority-group accuracy."""
+    from ..training.corrections import code_path
+    from ..training.signature import training_signature
+
     runs = run_rows(results).set_index("key")
+    paths = {config_key(r): code_path(r) for r in results}
     cells: dict[tuple, list[RunConfig]] = {}
     for v, c in pairs:
         bench = benchmark_name(c.dataset, c.imbalance, c.ratio)
         cells.setdefault((bench, v.group, v.label, c.method), []).append(c)
+    sig = {cell: {training_signature(c) for c in cs} for cell, cs in cells.items()}
+    keys_of = {cell: {c.key() for c in cs} for cell, cs in cells.items()}
     rows = []
     for (bench, group, label, method), cs in cells.items():
         keys = [c.key() for c in cs if c.key() in runs.index]
         done = runs.loc[keys] if keys else runs.iloc[0:0]
         default = group != "relatives" and all(c.key() == base_config(c).key() for c in cs)
+        twins = [o[2] for o in cells if o[:2] == (bench, group) and o != (bench, group, label, method)
+                 and sig[o] == sig[(bench, group, label, method)] and keys_of[o] != keys_of[(bench, group, label, method)]]
         rows.append({"benchmark": bench, "group": group, "label": label, "method": method, "default": default,
+                     "same_training_as": ", ".join(twins),
+                     "code_path": ", ".join(sorted({paths[k] for k in keys if k in paths})),
                      **_seeds_summary(done, len(cs))})
-    return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "default", "seeds_done", "top1_error_mean",
-                                       "top1_error_std", "lower_half_acc_mean", "upper_half_acc_mean",
-                                       "minority_group", "minority_acc_mean", "majority_group", "majority_acc_mean"])
+    return pd.DataFrame(rows, columns=["benchmark", "group", "label", "method", "default", "same_training_as", "code_path",
+                                       "seeds_done", "top1_error_mean", "top1_error_std", "lower_half_acc_mean",
+                                       "upper_half_acc_mean", "minority_group", "minority_acc_mean", "majority_group",
+                                       "majority_acc_mean"])
+
+
+def same_training_notes(df: pd.DataFrame) -> list[str]:
+    """One line for each pair of ablation rows that are the same training under two configs (ablation_table's
+    same_training_as): their gap is no effect of the choice they vary; it measures what else differed between
+    the two runs, read from their provenance: the code path, else the machine or commit (else nothing: then
+    the two should agree bit for bit)."""
+    from .selection import OTHER_PATH
+
+    lines, seen = [], set()
+    for r in df[df.same_training_as != ""].itertuples():
+        for other in r.same_training_as.split(", "):
+            o = df[(df.benchmark == r.benchmark) & (df.group == r.group) & (df.label == other)].iloc[0]
+            pair = (r.benchmark, r.group, *sorted((r.label, other)))
+            if pair in seen:
+                continue
+            seen.add(pair)
+            gap = r.top1_error_mean - o.top1_error_mean
+            if r.code_path and o.code_path and r.code_path != o.code_path:
+                what = (f"it measures the code path ({r.label}: {r.code_path}; {other}: {o.code_path}): "
+                        f"{OTHER_PATH}")
+            elif gap == gap and gap != 0:
+                what = "both runs took the same code path, so it measures the commit or the machine that trained them"
+            else:
+                what = "the two runs agree, as one training should"
+            gap_text = f"{gap:+.2f} points" if gap == gap else "not measured yet (runs missing)"
+            lines.append(f"{r.benchmark}, {r.group}: '{r.label}' and '{other}' are the same training (the same "
+                         f"selection probabilities on this benchmark's class counts, every other setting equal); their "
+                         f"error gap, {gap_text}, is no effect of the {r.group}: {what}")
+    return lines
 
 
 def report_missing(missing: list[RunConfig], planned: int | None = None) -> str:
@@ -222,7 +266,10 @@ def report_missing(missing: list[RunConfig], planned: int | None = None) -> str:
 
 
 def provenance_table(results: list[dict]) -> pd.DataFrame:
-    """Where each shown number comes from: run, profile, git commit, device, finish date (UTC), wall time."""
+    """Where each shown number comes from: run, profile, git commit, device, precision, code path (compiled,
+    eager or unknown: provenance with the store's corrections applied), finish date (UTC), wall time."""
+    from ..training.corrections import code_path
+
     rows = []
     for r in results:
         p, c = r.get("provenance", {}), r["config"]
@@ -234,9 +281,10 @@ def provenance_table(results: list[dict]) -> pd.DataFrame:
                      "profile": c["profile"], "key": r["key"], "git commit": str(p.get("git_commit", "?"))[:12] +
                      ("+dirty" if str(p.get("git_commit", "")).endswith("+dirty") else ""),
                      "device": p.get("device_name", p.get("device", "?")), "precision": p.get("precision"),
+                     "code path": code_path(r) + (" (corrected)" if r.get("corrections") else ""),
                      "finished (UTC)": p.get("finished_utc"), "wall time (min)": round(p.get("wall_s", math.nan) / 60, 1)})
-    return pd.DataFrame(rows, columns=["run", "profile", "key", "git commit", "device", "precision", "finished (UTC)",
-                                       "wall time (min)"])
+    return pd.DataFrame(rows, columns=["run", "profile", "key", "git commit", "device", "precision", "code path",
+                                       "finished (UTC)", "wall time (min)"])
 
 
 # ---------------------------------------------------------------------------------------- output

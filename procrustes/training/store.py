@@ -253,7 +253,8 @@ def _check_model(path: Path, sha: str | None) -> None:
 
 def read_result(cfg: RunConfig, root: Path | None = None, data_id: str | None = None) -> dict | None:
     """The finished result of cfg (on the data `data_id` when given, else on whatever data it was stored
-    with), or None when there is none; a damaged file is skipped with a DamagedResult warning."""
+    with), or None when there is none; a damaged file is skipped with a DamagedResult warning. The store's
+    corrections file (`corrections.py`) is applied to what is returned, never to the file."""
     dirs = [run_dir(cfg, root, data_id)] if data_id is not None else run_dirs(cfg, root)
     found = []
     for d in dirs:
@@ -267,7 +268,9 @@ def read_result(cfg: RunConfig, root: Path | None = None, data_id: str | None = 
     if len(found) > 1:
         warnings.warn(f"{cfg.label()}: {len(found)} results on different data ({', '.join(r['key'] for r in found)}); "
                       f"using {found[0]['key']}", stacklevel=2)
-    return found[0] if found else None
+    from . import corrections
+
+    return corrections.apply(found[0], Path(root or results_dir())) if found else None
 
 
 def set_aside(path: Path, tag: str = "damaged") -> Path | None:
@@ -428,11 +431,15 @@ def device_name(device) -> str:
 
 
 def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str],
-               compile_mode: str | None = None, eval_batch: int | None = None, eval_s: float | None = None) -> dict:
+               compile_mode: str | None = None, eval_batch: int | None = None, eval_s: float | None = None,
+               compile_log: list | None = None) -> dict:
     """Where a result came from. commits: the git commit(s) whose code trained it (train.CODE_COMMIT of the process of each (re)start);
     compile_mode: torch.compile's mode for its model, None when it trained eager (the last (re)start's setting);
     eval_batch: images a forward pass of its evaluations (speed only; None where not recorded);
-    eval_s: seconds of wall_s spent evaluating (None where not recorded, or a resumed checkpoint predates it)."""
+    eval_s: seconds of wall_s spent evaluating (None where not recorded, or a resumed checkpoint predates it);
+    compile_log: train.CompileWatch's record of each (re)start (frames compiled, recompile-limit hits, fall-back):
+    `compiled` is true only when every recorded segment trained compiled without falling back to eager (without
+    a log, as before it was recorded: when a compile mode was set)."""
     import torch
 
     return {
@@ -443,8 +450,10 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "device": str(device),
         "device_name": device_name(device),
         "precision": precision,
-        "compiled": compile_mode is not None,
+        "compiled": compile_mode is not None and (compile_log is None or all(
+            r.get("mode") is not None and not r.get("fell_back") for r in compile_log)),
         "compile_mode": compile_mode,
+        **({"compile_evidence": compile_log, "code_path": code_path_of(compile_log)} if compile_log else {}),
         "eval_batch": eval_batch,
         **({"eval_s": round(eval_s, 2)} if eval_s is not None and eval_s == eval_s else {}),
         "started_utc": started,
@@ -453,6 +462,16 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
         "train_images_per_s": round(images_per_s, 1),
         "host": platform.node(),
     }
+
+
+def code_path_of(compile_log: list) -> str:
+    """The path a run trained on, from train.CompileWatch's records: "compiled" (every segment compiled, no
+    fall-back), "eager" (no segment compiled a graph), else "partly compiled" (a fall-back after some graphs
+    were compiled, or segments on both paths)."""
+    compiled = [r.get("mode") is not None and r.get("frames_compiled", 0) > 0 for r in compile_log]
+    if all(compiled) and not any(r.get("fell_back") for r in compile_log):
+        return "compiled"
+    return "partly compiled" if any(compiled) else "eager"
 
 
 def now_utc() -> str:

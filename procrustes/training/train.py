@@ -101,6 +101,76 @@ def use_compile(compile: str | bool | None, device: torch.device, images: int) -
     return compile_mode(compile, device, images) is not None
 
 
+def fresh_compiler() -> None:
+    """Forget what torch.compile made before in this process, so that a compiled run starts from an empty cache:
+    the guards of earlier runs cannot push it over dynamo's recompile limit (a run over the limit silently trains
+    eager), and the evidence `CompileWatch` records counts this run's frames only. Anything else this process
+    compiled recompiles on its next call (slower once, same results)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+
+
+def compile_counters() -> dict:
+    """dynamo's process-wide counters that tell whether compiled code ran: frames seen and compiled, graphs
+    captured, graph breaks, recompile-limit hits (a frame over the limit runs eager from then on) and seconds
+    spent compiling."""
+    from torch._dynamo import utils
+
+    c = utils.counters
+    times = getattr(utils, "compilation_time_metrics", {}).get("_compile.compile_inner", [])
+    return {"frames": c["frames"]["total"], "frames_ok": c["frames"]["ok"], "graphs": c["stats"]["unique_graphs"],
+            "graph_breaks": sum(c["graph_break"].values()),
+            "limit_hits": sum(v for k, v in c["unimplemented"].items() if "recompile limit" in k.lower()),
+            "compile_s": float(sum(times))}
+
+
+@dataclass
+class CompileWatch:
+    """The evidence of one (re)start of a run about the path it trained on: `record` (kept in the checkpoint and
+    in provenance.compile_evidence) says which epochs ran, in which compile mode, how many frames and graphs
+    were compiled, how many graph breaks and recompile-limit hits there were, and whether (and after which
+    epoch) the run fell back to eager. Eager (mode None) segments are recorded too, so a run resumed on the
+    other path says so."""
+
+    mode: str | None
+    record: dict
+    base: dict = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, mode: str | None, epoch: int) -> "CompileWatch":
+        rec = {"mode": mode, "epochs": [epoch + 1, epoch]}  # first and last epoch (1-based) of this segment
+        if mode is not None:
+            rec.update(frames_compiled=0, frames_failed=0, graphs=0, graph_breaks=0, recompile_limit_hits=0,
+                       compile_s=0.0, fell_back=False, fell_back_after_epoch=None, reason=None)
+        return cls(mode, rec, compile_counters() if mode is not None else {})
+
+    def after_epoch(self, done: int) -> None:
+        """Update the record after epoch `done` (1-based): a fall-back is a recompile-limit hit, a frame that
+        failed to compile (it runs eager), or a first epoch that captured no graph at all."""
+        r = self.record
+        r["epochs"][1] = done
+        if self.mode is None:
+            return
+        now = compile_counters()
+        d = {k: now[k] - self.base[k] for k in now}
+        r.update(frames_compiled=d["frames_ok"], frames_failed=d["frames"] - d["frames_ok"], graphs=d["graphs"],
+                 graph_breaks=d["graph_breaks"], recompile_limit_hits=d["limit_hits"], compile_s=round(d["compile_s"], 2))
+        why = (f"dynamo's recompile limit ({_recompile_limit()}) was hit {d['limit_hits']} time(s)" if d["limit_hits"]
+               else f"{r['frames_failed']} frame(s) failed to compile and ran eager" if r["frames_failed"]
+               else "no graph was compiled in the first epoch" if d["graphs"] == 0 else None)
+        if why and not r["fell_back"]:
+            r.update(fell_back=True, fell_back_after_epoch=done, reason=why)
+
+
+def _recompile_limit():
+    import torch._dynamo
+
+    return getattr(torch._dynamo.config, "recompile_limit", None) or getattr(torch._dynamo.config, "cache_size_limit", "?")
+
+
+
+
 def lr_at(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up per iteration over the warm-up epochs, then step decays at the milestones."""
     warm, miles, factors, _ = cfg.schedule()
@@ -415,6 +485,7 @@ class Progress:
     images: int = 0
     started: str = ""
     commits: list = field(default_factory=list)
+    compile_log: list = field(default_factory=list)  # CompileWatch.record of each (re)start
 
 
 def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model, opt, gen, rng, fresh: Progress,
@@ -441,7 +512,7 @@ def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model,
     rng.bit_generator.state = ck["rng"]
     commits = list(dict.fromkeys(ck.get("commits", []) + fresh.commits))  # a resumed run may span commits
     return Progress(ck["history"], ck["epoch"], ck["wall"], ck["train_wall"], ck.get("eval_wall", float("nan")),
-                    ck["images"], ck["started"], commits)
+                    ck["images"], ck["started"], commits, list(ck.get("compile_log", [])))
 
 
 def foreign_checkpoint(ck: dict, cfg: RunConfig, data_id: str | None) -> str:
@@ -546,7 +617,7 @@ def checkpoint(path: Path, model, opt, gen, rng, p: Progress, cfg: RunConfig, be
                                    "rng": rng.bit_generator.state, "history": p.history, "epoch": p.epoch, "wall": p.wall,
                                    "train_wall": p.train_wall, "eval_wall": p.eval_wall, "images": p.images,
                                    "started": p.started, "commits": p.commits, "config": cfg.to_dict(), "data": bench.data,
-                                   "precision": used}, fsync=fsync)
+                                   "precision": used, "compile_log": p.compile_log}, fsync=fsync)
 
 
 def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progress: bool, stop_after: int | None,
@@ -571,6 +642,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     p = resume(out / "checkpoint.pt", dev, used, cfg, model, opt, gen, rng, fresh, bench.data["id"])
     store.write_config(out, cfg)
     if mode is not None:
+        fresh_compiler()
         model.compile(mode=mode)  # in place, after the checkpoint is loaded: state_dict keys stay those of the plain model
 
     n, steps = len(data.train_y), math.ceil(len(data.train_y) / cfg.batch_size)
@@ -580,6 +652,9 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     end = start if stop_requested() else end  # asked to stop before it started: nothing new to save
     step = TrainStep(cfg, model, opt, criterion, bench.counts, bench.spec, bf16, gen, rng, data.is_major)
     every_s, saved_at = checkpoint_every_s(), time.perf_counter()
+    watch = CompileWatch.start(mode, start)
+    if end > start:
+        p.compile_log.append(watch.record)
     for epoch in range(start, end):
         t0 = time.perf_counter()
         lr = train_epoch(step, cfg, data, epoch, bar)
@@ -587,6 +662,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
         ev = evaluate_epoch(model, cfg, data, bench.spec, bf16, last=epoch == cfg.epochs - 1,
                             full=bool(cfg.full_test_every or cfg.full_test_final_lr) and full_test_epoch(cfg, epoch))
         record(p.history, step, epoch, lr, n, ev)
+        watch.after_epoch(epoch + 1)
         if not math.isfinite(p.history["train_loss"][-1]):
             raise TrainingDiverged(f"{cfg.label()} diverged at epoch {epoch + 1} (training loss "
                                    f"{p.history['train_loss'][-1]}): lower lr ({cfg.lr:g}) or check the loss settings")
@@ -632,7 +708,8 @@ def finish(cfg: RunConfig, dev: torch.device, bench, data: DeviceData, model, bf
         "history": p.history,
         "data": bench.data,
         "provenance": store.provenance(dev, p.started, p.wall, p.images / max(p.train_wall, 1e-9), used, p.commits,
-                                       compile_mode=mode, eval_batch=eval_batch(dev), eval_s=p.eval_wall),
+                                       compile_mode=mode, eval_batch=eval_batch(dev), eval_s=p.eval_wall,
+                                       compile_log=p.compile_log),
     }
     # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
     # weights, or the last checkpoint (at the final epoch), from which a rerun writes both
