@@ -34,7 +34,7 @@ COLUMN_LABELS = {
     "reported_method": "LDAM-DRW row", "reported_top1_error": "LDAM-DRW reported top-1 error (%)",
     "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
     "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
-    "paper_md_total": "total stated in PAPER.md", "default": "MFW's default choice",
+    "paper_md_total": "total stated in docs/paper.md", "default": "MFW's default choice",
 }
 ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
                  "lower_half_acc_mean", "upper_half_acc_mean",
