@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 DEVICE ?= auto
 SHARED ?= ../shared/data
-# 08_your_model trains its own demo (no committed results): run it by hand or under nbval, not in `make figures`
+# 08_your_model trains its own demo: its committed outputs come from one run of it by hand (it dates them); nbval runs
+# it at smoke size; `make figures` leaves it alone
 NOTEBOOKS := $(filter-out notebooks/08_%,$(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 TRAIN ?= 0
 export PYTHONUNBUFFERED := 1
@@ -45,7 +46,7 @@ data/tiny-imagenet-200/wnids.txt:
 
 # TRAIN=1: first train what PROFILE lacks (resumably), then regenerate; otherwise only regenerate from the stored
 # results (missing runs are listed). How PROFILE was set (command line or environment) does not matter.
-figures: setup ## regenerate every figure, table and claims.md of PROFILE from results/ (TRAIN=1: train what is missing first)
+figures: setup ## regenerate every figure, table, claims.md and the README's results of PROFILE from results/ (TRAIN=1: train what is missing first)
 ifeq ($(TRAIN),1)
 	$(MAKE) data
 	$(PY) -m procrustes reproduce --profile $(PROFILE) --device $(DEVICE)
@@ -56,6 +57,7 @@ endif
 	    $(VENV)/bin/papermill --cwd notebooks -k python3 --no-progress-bar "$$nb" "$$nb" || exit 1; \
 	  $(PY) -m procrustes.results.notebook strip "$$nb" || exit 1; \
 	done
+	@if [ "$(PROFILE)" = cpu ]; then $(PY) -m procrustes.results.readme; fi
 
 reproduce: ## on a GPU box: train what the paper profile lacks (resumable), then regenerate its figures
 	$(MAKE) figures PROFILE=paper TRAIN=1 DEVICE=$(if $(filter auto,$(DEVICE)),cuda,$(DEVICE))
@@ -77,17 +79,16 @@ bench: setup data ## training speed: ours against the reference pipeline in one 
 	$(PY) -m procrustes bench --device $(DEVICE) $(BENCH_ARGS)
 
 # No `setup` prerequisite: a GPU machine without internet has torch in its python3 already.
-# A standalone check of a lent GPU (about 3 minutes: bench against the reference pipeline, a 3-epoch eager paper
-# run, a short packing bench); `make gpu-harvest` runs its own short check first, so a harvest lease needs no
-# gpu-check. SMOKE=1: the CPU smoke form (seconds).
-gpu-check: ## (GPU box) a standalone check of a lent GPU (about 3 min; gpu-harvest runs its own short one); SMOKE=1 on a CPU
+# A standalone check of a GPU (bench against the reference pipeline, a 3-epoch eager paper run, a short packing
+# bench); `make gpu-harvest` runs its own short check first, so a harvest needs no gpu-check. SMOKE=1: the CPU smoke form (seconds).
+gpu-check: ## (on a GPU) a standalone check of the GPU (gpu-harvest runs its own short one); SMOKE=1 on a CPU
 	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
-# HERE, before a lease: record the commit the tree will train with (.procrustes-commit: the copied tree has no
+# On this machine, before a GPU session: record the commit the tree will train with (.procrustes-commit: the copied tree has no
 # .git), put the CIFAR-10 archive into data/, and with CARRY="harvest-carry-....tar ..." (the carry file(s) the last
 # lease returned) make them the checkpoints the next lease resumes (older ones move to data/harvest-carry-old/).
 # Prints what to run.
-gpu-prepare: ## HERE, before a lease: record the commit, stage the data and the carried checkpoints (CARRY=...)
+gpu-prepare: ## on this machine, before a GPU session: record the commit, stage the data and the carried checkpoints (CARRY=...)
 	@git rev-parse HEAD | tr -d '\n' > .procrustes-commit; \
 	  if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
 	@test -f data/cifar10-jpeg.tar.gz || cp $(SHARED)/cifar10-jpeg.tar.gz data/
@@ -108,7 +109,7 @@ gpu-prepare: ## HERE, before a lease: record the commit, stage the data and the 
 # (whole where they fit, else carried), and into $OUT: harvest-console.log, the results archive (rewritten as
 # each run finishes) and the carry file of unfinished runs' checkpoints. SMOKE=1: the CPU smoke form (90 s x how
 # busy the CPU is).
-gpu-harvest: ## (GPU box, the one command of a lease) train the most valuable missing paper runs into the OUT folder; SMOKE=1 on a CPU
+gpu-harvest: ## (on a GPU, the one command of a GPU session: docs/gpu.md) train the most valuable missing paper runs into the OUT folder; SMOKE=1 on a CPU
 	bash scripts/gpu_harvest.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
 # Import a harvest archive into results/ (every entry checked first; nothing stored is ever replaced).

@@ -150,3 +150,84 @@ def test_read_only_results_is_one_line_before_training(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0] == f"error: results folder {tmp_path} is not writable: pass another folder to --results"
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- a command line that does not guess
+
+GUESSES = {
+    "abbreviated option": (["train", "--epoch", "3"], "unrecognized arguments: --epoch 3; did you mean --epochs?"),
+    "misspelt method": (["train", "--method", "erm+mfx"], "unknown method 'erm+mfx'"),
+    "misspelt command": (["trian"], "unknown command 'trian'"),
+}
+GUESS_HINTS = {"abbreviated option": "did you mean --epochs?", "misspelt method": "did you mean erm+mfw?",
+               "misspelt command": "did you mean train?"}
+
+
+@pytest.fixture(scope="module")
+def guesses(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("guesses")
+    (tmp / "data").mkdir()
+    (tmp / "results").mkdir()
+    env = cli_env(PROCRUSTES_DATA=str(tmp / "data"), PROCRUSTES_RESULTS=str(tmp / "results"))
+    return tmp, dict(zip(GUESSES, run_cli_many([argv for argv, _ in GUESSES.values()], env)))
+
+
+@pytest.mark.parametrize("case", list(GUESSES))
+def test_a_misspelt_option_value_or_command_is_an_error_with_the_closest_match(guesses, case):
+    """`--epoch 3` used to train as `--epochs 3` (argparse's abbreviations); now it is refused before anything
+    runs, and the error names the option meant."""
+    tmp, procs = guesses
+    p = procs[case]
+    assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, p.stderr
+    assert GUESSES[case][1] in lines[0] and GUESS_HINTS[case] in lines[0]
+    assert list((tmp / "data").iterdir()) == [] and list((tmp / "results").iterdir()) == []
+
+
+def _options(parser):
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {name: p for a in subs for name, p in a.choices.items()}
+
+
+def test_no_parser_takes_abbreviations_and_every_option_says_its_choices_and_default():
+    from procrustes.tooling.cli import _parser
+
+    top = _parser()
+    commands = _options(top)
+    assert set(commands) == {"counts", "train", "reproduce", "bench"}
+    assert top.allow_abbrev is False and all(p.allow_abbrev is False for p in commands.values())
+    for name, p in commands.items():
+        for a in p._actions:
+            if not a.option_strings or "-h" in a.option_strings or a.nargs == 0:
+                continue  # help, and on/off switches (store_true) whose default is off
+            assert a.help and "default" in a.help, (name, a.option_strings, a.help)
+    train = {o: a for a in commands["train"]._actions for o in a.option_strings}
+    assert "{exp,step,none}" in train["--imbalance"].metavar and "{median,power,inverse,all}" in train["--mfw-select"].metavar
+    assert "cpu: 80" in train["--epochs"].help  # the profile's values, computed from PROFILES
+    assert "exit 2" not in top.description and "one line" not in top.description  # user-facing text
+
+
+def test_close_matches_for_values_and_fields():
+    from procrustes.tooling.cli import suggest
+
+    assert suggest("unknown dataset 'cifar1000': choose one of cifar10, cifar100").endswith("; did you mean cifar100?")
+    assert suggest("unknown method 'ldam-drv+mfw': compose ...").endswith("did you mean ldam-drw+mfw?")
+    assert suggest("unknown config field 'mfw_porb' in --set").endswith("did you mean mfw_prob?")
+    assert suggest("impossible epochs 0: must be at least 1") == "impossible epochs 0: must be at least 1"
+    assert suggest("unknown dataset 'zzz': choose one of cifar10, cifar100").endswith("cifar100")  # nothing close: as it was
+
+
+def test_counts_without_options_says_what_it_shows_and_how_to_choose(capsys):
+    from procrustes.tooling.cli import main
+
+    assert main(["counts"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("no benchmark chosen, so the default: CIFAR-10, exp imbalance, rho=100")
+    assert "--dataset {cifar10,cifar100,tinyimagenet}" in out[0] and "--imbalance {exp,step,none}" in out[0]
+    assert out[1] == "cifar10 exp rho=100: [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]"
+    assert main(["counts", "--imbalance", "step"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("cifar10 step rho=100: ")  # a chosen benchmark: no preamble

@@ -116,3 +116,22 @@ def test_parameters_other_than_the_committed_ones_never_write_over_the_committed
     assert notebook.settings({"seeds": None}, committed={"seeds": [0]}).figures == tmp_path / "figures" / "custom" / "seeds-all"
     # another profile has its own folder, and a custom run of it a sub-folder there
     assert notebook.settings({"profile": "smoke", "seeds": [0]}).figures == tmp_path / "figures" / "smoke" / "custom" / "seeds-0"
+
+
+def test_a_run_with_other_parameters_says_where_its_figures_went(monkeypatch, tmp_path):
+    """A reader who runs a notebook with -y 'seeds: [0]' (or another profile) is told where its figures went,
+    in the first cell's output; the committed run's output is unchanged."""
+    from procrustes.results import plots
+
+    monkeypatch.delenv("PROCRUSTES_FIGURES", raising=False)
+    monkeypatch.setattr(plots, "REPO", tmp_path)
+    monkeypatch.setenv("PROCRUSTES_PROFILE", "cpu")
+    committed = notebook.settings({"seeds": None}, imbalance="step", ratio=100)
+    assert committed.where() == "" and "\n" not in committed.line()
+    seeds = notebook.settings({"seeds": [0]}, imbalance="step", ratio=100)
+    assert seeds.line().splitlines()[1] == ("this run's figures, tables and claims go to figures/custom/seeds-0/ "
+                                            "(the committed ones in figures/ are left alone)")
+    assert "figures/smoke/" in notebook.settings({"profile": "smoke"}).line()
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"  # outside the repository: its absolute path
+    monkeypatch.setenv("PROCRUSTES_FIGURES", str(elsewhere))
+    assert f"go to {elsewhere / 'custom' / 'seeds-0'}/ " in notebook.settings({"seeds": [0]}).where()

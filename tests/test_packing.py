@@ -101,3 +101,18 @@ def test_duplicate_configs_run_once(tree, env):
     c = configs()[0]
     res = run_many([c, c], executor="serial", device="cpu", data_root=tree, results=env, progress=False)
     assert res[0]["key"] == res[1]["key"] and res[0]["key"].startswith(c.key() + "-")
+
+
+def test_submitit_is_an_optional_extra_named_before_any_work(tmp_path, monkeypatch):
+    """submitit left the required dependencies: without it, the submitit executors say how to get it, before a
+    run is looked up or trained."""
+    import importlib.util as iu
+
+    from procrustes.tooling import packing
+
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "submitit" else real(name, *a))
+    for executor in ("submitit", "local-submitit"):
+        with pytest.raises(ValueError, match=r"needs submitit, an optional extra: pip install -e '\.\[slurm\]'"):
+            packing.run_many([], executor=executor, results=tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()

@@ -1,7 +1,7 @@
 """Tests that pin the paper's semantics (issue 26, item 5), so that a change which alters results cannot pass
 silently. Each test below was checked against a single-line mutant of the code it pins (it fails on the mutant,
 passes on the code): the step counts with an odd class count, the paper profile's protocol constants (also
-read from the text of PAPER.md), the median tie of `major_classes`, the many-shot / few-shot boundaries, the
+read from the text of docs/paper.md), the median tie of `major_classes`, the many-shot / few-shot boundaries, the
 denominator of per-class accuracy, and each part of the claims' noise rule on a case that only that part decides.
 """
 from __future__ import annotations
@@ -20,7 +20,9 @@ from procrustes.method.counts import MANY_SHOT, FEW_SHOT, class_counts, class_gr
 
 trainer = importlib.import_module("procrustes.training.train")  # `procrustes.training.train` is the function (re-exported)
 
-PAPER_MD = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "PAPER.md"
+REPO = Path(__file__).resolve().parents[1]
+PAPER_MD = REPO / "docs" / "paper.md"  # the repository's summary of the paper and its protocol
+SHARED_PAPER_MD = REPO.parent / "shared" / "reference" / "PAPER.md"  # the summary it was written from, where present
 
 
 # ----------------------------------------------------------------------------------------------- class counts
@@ -33,7 +35,7 @@ PAPER_MD = Path(__file__).resolve().parents[1].parent / "shared" / "reference" /
     (10, [100] * 5 + [10] * 5),
 ])
 def test_step_counts_keep_floor_half_at_n_max(num_classes, expected):
-    """PAPER.md: "in step, the first C//2 classes keep n_max and the rest int(n_max / rho)" - with an odd C the
+    """docs/paper.md: "in step, the first C//2 classes keep n_max and the rest int(n_max / rho)" - with an odd C the
     larger half is the minor one (floor, not ceil, of C/2)."""
     assert class_counts(num_classes, 100, "step", 10) == expected
 
@@ -91,7 +93,7 @@ def test_shot_boundaries_scale_with_n_max():
 
 # ------------------------------------------------------------------------------------------ protocol constants
 
-# LDAM-DRW protocol, as PAPER.md states it (the test below reads the same numbers from the file itself)
+# LDAM-DRW protocol, as docs/paper.md states it (the test below reads the same numbers from the file itself)
 PAPER_CIFAR = dict(lr=0.1, momentum=0.9, weight_decay=2e-4, batch_size=128, epochs=200, cb_beta=0.9999,
                    focal_gamma=1.0, ldam_max_margin=0.5, ldam_scale=30.0)
 
@@ -115,21 +117,23 @@ def test_paper_profile_protocol_constants():
 
 def _number(pattern: str, text: str) -> float:
     m = re.search(pattern, text, flags=re.S)
-    assert m, f"PAPER.md no longer says {pattern!r}: update this test together with the protocol"
+    assert m, f"docs/paper.md no longer says {pattern!r}: update this test together with the protocol"
     return float(m.group(1))
 
 
 def _numbers(pattern: str, text: str) -> tuple[float, ...]:
     m = re.search(pattern, text, flags=re.S)
-    assert m, f"PAPER.md no longer says {pattern!r}: update this test together with the protocol"
+    assert m, f"docs/paper.md no longer says {pattern!r}: update this test together with the protocol"
     return tuple(float(g) for g in m.groups())
 
 
-def test_paper_profile_matches_the_text_of_paper_md():
-    """The numbers of PAPER.md's protocol section, parsed from its text, against make_config("paper")."""
-    if not PAPER_MD.exists():
-        pytest.skip(f"reference file not found at {PAPER_MD} (../shared/reference/PAPER.md from the repository)")
-    text = PAPER_MD.read_text()
+@pytest.mark.parametrize("path", [PAPER_MD, SHARED_PAPER_MD], ids=["docs/paper.md", "shared PAPER.md"])
+def test_paper_profile_matches_the_text_of_paper_md(path):
+    """The numbers of the protocol section of docs/paper.md (and of the shared summary it was written from, where
+    that file exists), parsed from its text, against make_config("paper")."""
+    if path == SHARED_PAPER_MD and not path.exists():
+        pytest.skip(f"reference file not found at {path}")
+    text = path.read_text()
     proto = text[text.index("## The protocol"):]
     proto = proto[:proto.index("\n## ", 1)]  # only the protocol section
     ws = r"\s+"

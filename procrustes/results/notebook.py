@@ -82,10 +82,24 @@ class Settings:
         return {"source": source, "profile": self.profile, "setting": self.setting()}
 
     def line(self) -> str:
+        """What the notebook's first cell prints: its settings and, for any run but the committed one, where its
+        figures, tables and claims go."""
         seeds = "all of the profile" if self.seeds is None else ", ".join(map(str, self.seeds))
         more = "".join(f"; {k}: {v}" for k, v in self.extra.items())
+        where = self.where()
         return (f"profile: {self.profile}; train missing runs: {self.train_missing}; device: {self.device}; "
-                f"seeds: {seeds}{more}")
+                f"seeds: {seeds}{more}" + (f"\n{where}" if where else ""))
+
+    def where(self) -> str:
+        """'' for the committed run (profile cpu, the parameters cell as written); otherwise the folder this run's
+        figures, tables and claims go to, so that a reader finds them (figures/ itself is left alone)."""
+        from .plots import COMMITTED_PROFILE, REPO
+
+        if self.profile == COMMITTED_PROFILE and not self.custom():
+            return ""
+        folder = self.figures.resolve()
+        shown = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
+        return f"this run's figures, tables and claims go to {shown}/ (the committed ones in figures/ are left alone)"
 
 
 def _plain(v: Any) -> Any:

@@ -11,7 +11,9 @@ mark the learning-rate drops (and the DRW switch).
 from __future__ import annotations
 
 import io
+import math
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -225,11 +227,17 @@ def _mark_schedule(ax, result: dict) -> None:
                     textcoords="offset points", rotation=90, fontsize=7, color="0.4", ha="right", va="bottom")
 
 
-def plain_log_ticks(axis) -> None:
-    """Tick labels 0.5, 1, 2, 5 instead of 5 x 10^-1 on a logarithmic axis."""
-    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    axis.set_major_formatter(fmt)
-    axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
+def leading_digit(v: float) -> str:
+    """The first significant digit of v: '2' for 0.2, 2 and 20 (what a log axis's minor labels are chosen by)."""
+    return f"{abs(v):.0e}"[0]
+
+
+def plain_log_ticks(axis, minor: bool = True) -> None:
+    """Tick labels 0.05, 0.1, 0.2, 0.5, 1, 2 instead of 5 x 10^-2 on a logarithmic axis: every power of ten and,
+    with minor, the 2s and 5s between them (so that an axis spanning less than a decade still has labels)."""
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    label = (lambda v, _: f"{v:g}" if leading_digit(v) in "25" else "") if minor else (lambda v, _: "")
+    axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(label))
 
 
 def _epoch_axis(ax, result: dict) -> None:
@@ -261,6 +269,7 @@ def plot_benchmark_counts(counts: dict[tuple[str, str, float], list[int]], log: 
                     lw=1.8, marker="o" if len(c) <= 10 else None, ms=3.5)
         if log:
             ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis, minor=False)
         ax.set_title(DATASET_NAMES.get(d, d))
         ax.set_xlabel("class index (largest class first)")
         ax.set_ylabel("training images per class")
@@ -383,87 +392,112 @@ def gradient_ratio(result: dict) -> np.ndarray:
 
 
 def plot_feature_gradients(results: list[dict]):
-    """Notebook 03: group means of the per-example feature-gradient norm (colour = group, style = method), the
-    minority/majority ratio per method, and one class x epoch heat map per method (its first seed) on a shared
-    logarithmic colour scale."""
+    """Notebook 03, two rows: above, group means of the per-example feature-gradient norm (colour = group, style =
+    method) and the minority/majority ratio per method; below, one class x epoch heat map per method (its first
+    seed) on a shared logarithmic colour scale. Two rows keep each panel wide enough to read at a glance."""
     methods = by_method(results)
     firsts = [rs[0] for rs in methods.values()]
     n = len(firsts)
-    fig = plt.figure(figsize=(9.5 + 4.2 * n, 4.4), layout="constrained")
-    gs = fig.add_gridspec(1, n + 2, width_ratios=[1.3, 1.1] + [1.0] * n)
-    ax0 = fig.add_subplot(gs[0, 0])
-    plot_group_metric(ax0, results, "feature_grad", ylabel="||dL/dh|| per example (a.u.)")
-    ax0.set_yscale("log")
-    plain_log_ticks(ax0.yaxis)
-    ax0.set_title("group means (log scale)")
-    ax0.legend(loc="best", fontsize=7.5)
-    ax1 = fig.add_subplot(gs[0, 1])
+    fig = plt.figure(figsize=(12.5, 8.4), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 0.95])
+    ax0, ax1 = top.subplots(1, 2)
+    _plot_gradient_means(ax0, results)
+    _plot_gradient_ratio(ax1, methods, firsts[0])
+    _plot_gradient_maps(bottom, firsts, n)
+    fig.suptitle(setting_title(firsts[0], "Feature-gradient norm along training: " +
+                               " vs ".join(method_name(m) for m in methods)).split(", seed")[0])
+    return fig
+
+
+def _plot_gradient_means(ax, results: list[dict]) -> None:
+    plot_group_metric(ax, results, "feature_grad", ylabel="||dL/dh|| per example (a.u., log scale)")
+    ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
+    ax.set_title("group means")
+    ax.legend(loc="best", fontsize=8)
+
+
+def _plot_gradient_ratio(ax, methods: dict[str, list[dict]], first: dict) -> None:
     for k, (m, rs) in enumerate(methods.items()):
         n_ep = min(len(epochs(r)) for r in rs)
         ys = np.stack([gradient_ratio(r)[:n_ep] for r in rs])
-        draw_seeds(ax1, epochs(rs[0])[:n_ep], ys, METHOD_COLORS.get(m, PALETTE[k]), LINESTYLES[k % len(LINESTYLES)],
+        draw_seeds(ax, epochs(rs[0])[:n_ep], ys, METHOD_COLORS.get(m, PALETTE[k]), LINESTYLES[k % len(LINESTYLES)],
                    f"{method_name(m)} ({seeds_label(rs)})")
-    ax1.axhline(1, color="0.4", lw=0.8)
-    _epoch_axis(ax1, firsts[0])
-    _mark_schedule(ax1, firsts[0])
-    lo, hi = minority_group(firsts[0]), majority_group(firsts[0])
-    ax1.set_ylabel(f"{lo} / {hi} feature-gradient norm\n(1 = balanced)")
-    ax1.set_title("imbalance of feature gradients")
-    ax1.legend(loc="best")
+    ax.axhline(1, color="0.4", lw=0.8)
+    _epoch_axis(ax, first)
+    _mark_schedule(ax, first)
+    lo, hi = minority_group(first), majority_group(first)
+    ax.set_ylabel(f"{lo} / {hi} feature-gradient norm\n(1 = balanced)")
+    ax.set_title("imbalance of feature gradients")
+    ax.legend(loc="best")
+
+
+def _plot_gradient_maps(subfig, firsts: list[dict], n: int) -> None:
+    """One class x epoch heat map per method, shared log colour scale, one colour bar."""
+    axes = subfig.subplots(1, n, squeeze=False)[0]
     mats = [per_class(r, "feature_grad") for r in firsts]
     pos = np.concatenate([m[m > 0].ravel() for m in mats]) if mats else np.array([1.0])
     norm = matplotlib.colors.LogNorm(vmin=max(pos.min(), 1e-6), vmax=pos.max()) if pos.size else None
     im = None
-    for k, (r, m) in enumerate(zip(firsts, mats)):
-        ax = fig.add_subplot(gs[0, k + 2])
+    for ax, r, m in zip(axes, firsts, mats):
         ep = epochs(r)
         im = ax.imshow(np.where(m > 0, m, np.nan).T, aspect="auto", origin="upper", cmap=SEQUENTIAL_CMAP, norm=norm,
                        extent=(ep[0] - 0.5, ep[-1] + 0.5, m.shape[1] - 0.5, -0.5), interpolation="nearest")
         counts = r["summary"]["train_counts"]
         if len(counts) <= 20:
             ax.set_yticks(np.arange(len(counts)))
-            ax.set_yticklabels([f"{i} (n={c})" for i, c in enumerate(counts)], fontsize=7.5)
+            ax.set_yticklabels([f"{i} (n={c})" for i, c in enumerate(counts)], fontsize=8.5)
         ax.set_ylabel("class (training images)")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=6))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=8))
         ax.grid(False)
         ax.set_title(f"{result_label(r)}, seed {r['config']['seed']}: per class")
     if im is not None:
-        cb = fig.colorbar(im, ax=fig.axes[2:], fraction=0.04, pad=0.02)
+        cb = subfig.colorbar(im, ax=list(axes), fraction=0.04, pad=0.02)
         cb.set_label("||dL/dh|| per example (a.u., log scale)")
         plain_log_ticks(cb.ax.yaxis)
-    fig.suptitle(setting_title(firsts[0], "Feature-gradient norm along training: " +
-                               " vs ".join(method_name(m) for m in methods)).split(", seed")[0])
-    return fig
+
+
+def _method_curves(ax, results: list[dict], metric: str, group: str) -> None:
+    """One group's curve of one metric, a line per method (colour = method; seeds as in `draw_seeds`)."""
+    for k, (m, rs) in enumerate(by_method(results).items()):
+        x, ys = seed_curves(rs, metric, group)
+        draw_seeds(ax, x, ys, METHOD_COLORS.get(m, PALETTE[k]), LINESTYLES[k % len(LINESTYLES)], method_label(m, rs))
+
+
+def method_label(m: str, rs: list[dict]) -> str:
+    """'MFW (3 seeds; weakens 99.0% of each epoch's examples)': a mixing method's label says how much it mixed,
+    averaged over its epochs and seeds (`history.weakened_share`)."""
+    label = f"{method_name(m)} ({seeds_label(rs)}"
+    if "mfw" in m.split("+") and all(r["history"].get("weakened_share") for r in rs):
+        share = 100 * float(np.mean([np.mean(r["history"]["weakened_share"]) for r in rs]))
+        label += f"; weakens {share:.1f}% of each epoch's examples"
+    return label + ")"
 
 
 def plot_train_balance(results: list[dict]):
-    """Notebook 04: per method, majority- and minority-group clean training accuracy, test accuracy side by
-    side (does MFW reduce the over-fitting?), and the share of training examples MFW weakened."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), layout="constrained")
+    """Notebook 04, a row per group (majority above, minority below) and a column per measure (clean training
+    accuracy, test accuracy), the methods compared within each panel: the bands of one group never cover the
+    other's, and a row's panels share their y axis so the train-test gap (over-fitting) reads directly. The legend
+    (below) says how many seeds each method has and what share of the examples MFW weakened."""
     hi, lo = majority_group(results[0]), minority_group(results[0])
-    plot_group_metric(axes[0], results, "train_acc_clean", groups=[hi, lo])
-    axes[0].set_title(f"{hi} vs {lo} training accuracy (clean)")
-    plot_group_metric(axes[1], results, "test_acc", groups=[hi, lo], ylabel="test accuracy (%)")
-    axes[1].set_title(f"{hi} vs {lo} test accuracy")
-    for k, (m, rs) in enumerate(by_method(results).items()):
-        if "mfw" not in m.split("+"):
-            continue  # only MFW weakens examples
-        n_ep = min(len(epochs(r)) for r in rs)
-        ys = np.stack([100 * np.asarray(r["history"]["weakened_share"][:n_ep], dtype=float) for r in rs])
-        draw_seeds(axes[2], epochs(rs[0])[:n_ep], ys, METHOD_COLORS.get(m, PALETTE[k]), LINESTYLES[k % len(LINESTYLES)],
-                   f"{method_name(m)} ({seeds_label(rs)})")
-    _epoch_axis(axes[2], results[0])
-    _mark_schedule(axes[2], results[0])
-    axes[2].set_ylim(-3, 103)
-    axes[2].set_ylabel("training examples weakened (%)")
-    axes[2].set_title("share of each epoch's examples MFW weakened")
-    # one legend below for the two accuracy panels (same lines): inside, it would cover the schedule labels
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=8, handlelength=3)
-    axes[2].legend(loc="best", fontsize=7.5)
-    fig.suptitle(setting_title(results[0], "Training and test accuracy along epochs: " +
-                               " vs ".join(method_name(m) for m in by_method(results))).split(", seed")[0])
+    fig, axes = plt.subplots(2, 2, figsize=(12.5, 7.6), layout="constrained", sharex=True, sharey="row")
+    for row, g in zip(axes, (hi, lo)):
+        for ax, metric, what in ((row[0], "train_acc_clean", "training accuracy (clean)"), (row[1], "test_acc", "test accuracy")):
+            _method_curves(ax, results, metric, g)
+            _epoch_axis(ax, results[0])
+            _mark_schedule(ax, results[0])
+            ax.set_title(f"{g} classes: {what}")
+            ax.set_ylabel(f"{g}-class accuracy (%)")
+        row[0].set_ylim(bottom=-2)
+    for ax in axes[0]:
+        ax.set_xlabel("")
+    axes[0][1].set_ylabel("")
+    axes[1][1].set_ylabel("")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), handlelength=3)
+    fig.suptitle(setting_title(results[0], "Training (clean: eval mode, no augmentation or mixing) and test accuracy "
+                               "along epochs: " + " vs ".join(method_name(m) for m in by_method(results))).split(", seed")[0])
     return fig
 
 
@@ -507,8 +541,7 @@ def plot_quickstart(result: dict):
     plot_class_counts(axes[0], result)
     axes[0].set_title("training set (test set balanced)")
     plot_per_class_test_acc([result], ax=axes[1], title="per-class test accuracy after the last epoch")
-    n = len(result["history"]["epoch"])
-    fig.suptitle(setting_title(result, f"{result_label(result)}: one run, {n} epoch{'s' if n != 1 else ''}"))
+    fig.suptitle(setting_title(result, f"{result_label(result)}: one run"))  # the setting line says how many epochs
     return fig
 
 
@@ -536,6 +569,7 @@ def plot_error_table(df, title: str, show_reported: bool = True):
                            layout="constrained")
     w = 0.8 / slots
     seen_methods, marked = set(), False
+    done_counts = {seed_counts(v)[0] for v, y in zip(df.get("seeds_done", []), df["top1_error_mean"]) if pd.notna(y)}
     for x0, b in enumerate(benches):
         ms = per_bench[b]
         for j, m in enumerate(ms):
@@ -549,7 +583,7 @@ def plot_error_table(df, title: str, show_reported: bool = True):
                 ax.bar(x, y, width=w * 0.95, color=color, label=label,
                        yerr=e if pd.notna(e) and e > 0 else None, capsize=2, error_kw={"lw": 0.8})
                 n, _ = seed_counts(row.get("seeds_done"))
-                if n:  # how many seeds this bar averages
+                if n and len(done_counts) > 1:  # how many seeds this bar averages, where bars differ
                     ax.annotate(f"n={n}", (x, y + (e if pd.notna(e) else 0.0)), xytext=(0, 2), textcoords="offset points",
                                 ha="center", va="bottom", fontsize=6.5, color="0.25")
             else:
@@ -557,25 +591,55 @@ def plot_error_table(df, title: str, show_reported: bool = True):
                 ax.annotate("missing", (x, 1), rotation=90, ha="center", va="bottom", fontsize=7, color="0.3")
             if show_reported and pd.notna(rep):
                 ax.plot([x - w / 2, x + w / 2], [rep, rep], color="k", lw=1.6,
-                        label=None if marked else "LDAM-DRW paper (full protocol)")
+                        label=None if marked else reported_label(benches))
                 marked = True
     ax.set_xticks(np.arange(len(benches)))
     ax.set_xticklabels([f"{DATASET_NAMES.get(d, d)}\n{i}, rho={r:g}" for d, i, r in benches])
     ax.set_xlim(-0.6, len(benches) - 0.4)
-    most = max((seed_counts(v)[0] for v in df.get("seeds_done", [])), default=0)
-    ax.set_ylabel("last-epoch top-1 error (%)\n" + ("(mean over n seeds; whiskers: std over seeds)" if most > 1
+    most = max(done_counts, default=0)
+    seeds = f"{most} seeds" if len(done_counts) == 1 else "n seeds"
+    ax.set_ylabel("last-epoch top-1 error (%)\n" + (f"(mean over {seeds}; whiskers: std over seeds)" if most > 1
                                                    else "(one seed: no whiskers)"))
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, error_axis_top(df, show_reported))
     ax.grid(axis="x", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title)
+    bars = df.attrs.get("protocol")
+    if show_reported and marked and bars:  # the reference lines come from another training budget: say so
+        note = (f"bars: {bars}; black lines: {reported_label(benches)}. Different training budgets: compare "
+                "the methods within a benchmark, not a bar's height with its line.")
+        width = max(60, int(fig.get_figwidth() * 13))  # characters a line at fontsize 8.5
+        fig.supxlabel(textwrap.fill(note, width), fontsize=8.5, color="0.25", ha="center")
     return fig
 
 
-def plot_ablation(df, title: str):
+def reported_label(benches) -> str:
+    """'reported by the LDAM-DRW paper (full data, 200 epochs)': the protocol of its numbers, computed from the
+    paper profile of each dataset shown."""
+    from ..training.config import make_config
+
+    epochs = sorted({make_config("paper", dataset=d).epochs for d, _, _ in benches if d in DATASET_NAMES and d != "imagefolder"})
+    return f"reported by the LDAM-DRW paper (full data, {' or '.join(map(str, epochs))} epochs)"
+
+
+def error_axis_top(df, show_reported: bool = True) -> float:
+    """The top of an error axis: the tallest bar with its whisker (or reported line), plus room for its 'n=' label,
+    rounded up to 10, at most 100: bars of 30-50% no longer sit in the lower half of a 0-100 axis."""
+    import pandas as pd
+
+    tops = [m + (e if pd.notna(e) else 0.0) for m, e in zip(df["top1_error_mean"], df["top1_error_std"]) if pd.notna(m)]
+    if show_reported:
+        tops += [v for v in df["reported_top1_error"] if pd.notna(v)]
+    return float(min(100.0, 10 * math.ceil(1.12 * max(tops, default=90.0) / 10)))
+
+
+def plot_ablation(df, title: str, spread: dict[str, tuple[float, int]] | None = None):
     """Notebook 07: test error, minority- and majority-group test accuracy per variant (rows, labelled 'what it
     varies: variant', '(default)' on MFW's defaults, and coloured by what it varies); one row of panels per
-    benchmark; the title says how many seeds a variant has."""
+    benchmark. Uncertainty: a variant with several seeds gets a whisker (std over seeds) on its error and its seed
+    count in its label; the title says how many seeds the variants have, and with one seed that a difference is
+    a measurement, not a finding. spread: {benchmark: (std of the error over seeds, seeds)} of MFW's default
+    elsewhere (e.g. notebook 05), drawn as a band of +-1 std around the default's error as a yardstick."""
     import pandas as pd
 
     benches = list(dict.fromkeys(df["benchmark"]))
@@ -592,7 +656,9 @@ def plot_ablation(df, title: str):
                                 (row[1], "minority_acc_mean", f"{low.iloc[0] if len(low) else 'minority'}-class test accuracy (%)"),
                                 (row[2], "majority_acc_mean", f"{high.iloc[0] if len(high) else 'majority'}-class test accuracy (%)")):
             vals = sub[col].astype(float)
-            ax.barh(y, vals.fillna(0), color=[gcol[g] for g in sub["group"]], height=0.7)
+            err = sub["top1_error_std"].astype(float).fillna(0) if col == "top1_error_mean" else None
+            ax.barh(y, vals.fillna(0), color=[gcol[g] for g in sub["group"]], height=0.7,
+                    xerr=err if err is not None and (err > 0).any() else None, capsize=2, error_kw={"lw": 0.8})
             for yy, v in zip(y, vals):
                 ax.annotate("missing" if pd.isna(v) else f"{v:.1f}", (0 if pd.isna(v) else v, yy), xytext=(3, 0),
                             textcoords="offset points", va="center", fontsize=7.5)
@@ -600,12 +666,34 @@ def plot_ablation(df, title: str):
             ax.set_xlim(0, 105)
             ax.grid(axis="y", visible=False)
         row[0].set_yticks(y)
-        row[0].set_yticklabels([f"{g}: {lab}" + (" (default)" if d else "")
-                                for g, lab, d in zip(sub["group"], sub["label"], sub["default"])], fontsize=8)
+        row[0].set_yticklabels([f"{g}: {lab}" + (" (default)" if d else "") + (f" [{k} seeds]" if k > 1 else "")
+                                for g, lab, d, k in zip(sub["group"], sub["label"], sub["default"],
+                                                        (seed_counts(v)[0] for v in sub["seeds_done"]))], fontsize=8)
         row[0].set_title(b, loc="left", fontsize=10)
-    n = max((seed_counts(v)[1] for v in df["seeds_done"]), default=0)
-    fig.suptitle(f"{title}\n{n} seed{'s' if n != 1 else ''} per variant" + (": no whiskers" if n == 1 else " (bars: mean)"))
+        _ablation_yardstick(row[0], sub, (spread or {}).get(b))
+    fig.suptitle(f"{title}\n{ablation_seeds_line(df)}")
     return fig
+
+
+def ablation_seeds_line(df) -> str:
+    """How many seeds the ablation's variants have, and what that allows."""
+    counts = sorted({seed_counts(v)[1] for v in df["seeds_done"]} - {0})
+    if counts == [1]:
+        return "1 seed per variant: no spread to show, so a difference between two bars is a measurement, not a finding"
+    n = "/".join(map(str, counts)) or "0"
+    return f"{n} seeds per variant: bars are means, whiskers the std over seeds"
+
+
+def _ablation_yardstick(ax, sub, spread: tuple[float, int] | None) -> None:
+    """A band of +-1 std (over `spread`'s seeds) around the default variant's error: how far seeds alone move it."""
+    defaults = sub[sub["default"] & sub["top1_error_mean"].notna()]
+    if spread is None or defaults.empty:
+        return
+    sd, k = spread
+    m = float(defaults["top1_error_mean"].iloc[0])
+    ax.axvspan(m - sd, m + sd, color="0.5", alpha=0.18, lw=0, zorder=0,
+               label=f"default +- 1 std over {k} seeds ({sd:.2f} points)")
+    ax.legend(loc="lower right", fontsize=7.5)
 
 
 __all__ = ["PALETTE", "GROUP_COLORS", "METHOD_COLORS", "apply_style", "figures_dir", "save_figure",
@@ -637,7 +725,7 @@ def plot_selection(df, title: str):
                     ax.annotate("*", (xi, r.val_error), ha="center", va="bottom", fontsize=14)
         ax.set_xticks(np.arange(len(benches)), [f"CIFAR-10 {b}" for b in benches])
         ax.set_xlim(-0.5, len(benches) - 0.5)  # a benchmark still waiting for its runs keeps its slot
-        ax.set_ylabel("validation error (%), last epoch, seed 0")
+        ax.set_ylabel("validation error (%)\nlast epoch, seed 0")
         ax.set_title(names[stage])
         ax.set_ylim(0, 1.12 * max(sub.val_error.max(), 1) if sub.val_error.notna().any() else 1)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)

@@ -1,4 +1,4 @@
-"""Which Procrustean training? The selection protocol of issue 24, fixed in code before any selection run.
+"""Which Procrustean training? The selection protocol, fixed in code before any selection run.
 
 Our default reconstruction of MFW (mixing point stage1, median selection rule, always on) was fixed before any
 data and is the pre-registered test. The ablations suggest other choices do better, but they can only be read
@@ -15,7 +15,7 @@ unused), by rules written before the first selection run:
 - Tie rule (`TIE_RULE`, `choose`): the best-scoring challenger replaces the default only when it beats the
   default by more than the noise: max(MIN_GAIN points, 2 x the paired standard error of the two error rates on
   the same validation images). MIN_GAIN is 1 point because subset seeds alone move CIFAR accuracy by more than a
-  point (PAPER.md, pitfalls). Otherwise the default is kept. Challengers tie-break in the order listed.
+  point (docs/paper.md, the reference code's pitfalls). Otherwise the default is kept. Challengers tie-break in the order listed.
 - Then (`seed_runs`): the chosen MFW (stage A, on all three benchmarks) and the chosen MFW + LDAM-DRW (stage B,
   on step-100 and exp-100) get seeds 1 and 2. A stored run with the same training counts (the grid's runs of
   the default config, which lack only the validation split), since validation never changes training

@@ -34,7 +34,7 @@ COLUMN_LABELS = {
     "reported_method": "LDAM-DRW row", "reported_top1_error": "LDAM-DRW reported top-1 error (%)",
     "ours_minus_reported": "ours - reported (points)", "benchmark": "benchmark", "group": "varies",
     "label": "variant", "largest_class": "largest class", "smallest_class": "smallest class",
-    "paper_md_total": "total stated in PAPER.md", "default": "MFW's default choice",
+    "paper_md_total": "total stated in docs/paper.md", "default": "MFW's default choice",
     "same_training_as": "same training as", "code_path": "code path",
 }
 ERROR_COLUMNS = ["dataset", "imbalance", "ratio", "method", "seeds_done", "top1_error_mean", "top1_error_std",
@@ -136,7 +136,21 @@ def error_table(configs: list[RunConfig], results: list[dict], compare: bool = T
             "reported_top1_error": rep,
             "ours_minus_reported": summary["top1_error_mean"] - rep if compare else math.nan,
         })
-    return pd.DataFrame(rows, columns=ERROR_COLUMNS)
+    out = pd.DataFrame(rows, columns=ERROR_COLUMNS)
+    out.attrs["protocol"] = protocol(configs)  # what the bars trained with, for the figure (plots.plot_error_table)
+    return out
+
+
+def protocol(configs: list[RunConfig]) -> str:
+    """The training budget of the table's runs in words, per profile: 'cpu profile: n_max 2,000, 80 epochs'
+    ('full data' where the benchmark keeps the paper's n_max)."""
+    parts = []
+    for profile in dict.fromkeys(c.profile for c in configs):
+        cs = [c for c in configs if c.profile == profile]
+        sizes = sorted({"full data" if c.max_per_class is None else f"n_max {c.max_per_class:,}" for c in cs})
+        eps = sorted({c.epochs for c in cs})
+        parts.append(f"{profile} profile: {', '.join(sizes)}, {' or '.join(map(str, eps))} epochs")
+    return "; ".join(parts)
 
 
 def _seeds_summary(done: pd.DataFrame, planned: int) -> dict:
@@ -182,6 +196,7 @@ def add_profile_column(df: pd.DataFrame, configs: list[RunConfig], results: list
     other = other.rename(columns={"seeds_done": f"{profile}_seeds_done", "top1_error_mean": f"{profile}_top1_error_mean"})
     out = df.merge(other, on=["dataset", "imbalance", "ratio", "method"], how="left")
     out[f"{profile}_seeds_done"] = out[f"{profile}_seeds_done"].fillna("no run")
+    out.attrs = dict(df.attrs)  # merge drops them; the figure reads the bars' protocol there
     COLUMN_LABELS.setdefault(f"{profile}_seeds_done", f"{profile} profile: seeds done")
     COLUMN_LABELS.setdefault(f"{profile}_top1_error_mean", f"{profile} profile: top-1 error (%)")
     return out

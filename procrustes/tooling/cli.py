@@ -1,78 +1,214 @@
-"""Command line: `python -m procrustes {counts,train,reproduce,bench} ...`; bad input is one line, exit 2."""
+"""The command line of the Procrustean-training companion: `python -m procrustes COMMAND [options]`.
+
+Commands: `counts` (per-class training counts of a benchmark), `train` (one run), `reproduce` (every run the
+notebooks need), `bench` (training speed). `python -m procrustes COMMAND --help` lists a command's options, each
+with its choices and its default. A misspelt option or value is an error that names the closest valid one."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import re
 import sys
 
-from ..training.config import NONE, PROFILES, ConfigError, make_config, parse_assignment
+from ..method.choices import MFW_LAM, MFW_SELECT, MIXING_POINTS
+from ..method.counts import PAPER_SIZES
+from ..training.config import (DATASETS, IMBALANCES, LOSSES, MFW_ACTIVE, MIXERS, MODELS, NONE, PROFILES, SAMPLERS,
+                               ConfigError, RunConfig, make_config, parse_assignment)
 from ..training.data import DataError
 
+COUNTS_DEFAULTS = {"dataset": "cifar10", "imbalance": "exp", "ratio": 100.0}
+DEVICE_HELP = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; default auto"
+PAPER_N_MAX = "the paper's n_max"
+MIXING_POINT_CHOICES = tuple(dict.fromkeys(p for points in MIXING_POINTS.values() for p in points)) + ("random",)
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m procrustes", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
 
-    c = sub.add_parser("counts", help="per-class training counts of a benchmark (no images needed)")
-    c.add_argument("--dataset", default="cifar10")
-    c.add_argument("--imbalance", default="exp")
-    c.add_argument("--ratio", type=float, default=100)
-    c.add_argument("--max-per-class", type=int)
+def _one_of(choices) -> str:
+    return "{" + ",".join(choices) + "}"
 
-    t = sub.add_parser("train", help="train one run (or read it back from the result store)")
-    t.add_argument("--dataset", default="cifar10")
-    t.add_argument("--imbalance", default="exp")
-    t.add_argument("--ratio", type=float, default=100)
-    t.add_argument("--method", default="erm", help="a loss, optionally '+' a mixing method, e.g. mfw+ldam-drw")
-    t.add_argument("--sampler")
-    t.add_argument("--model")
-    t.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--max-per-class", type=int)
-    t.add_argument("--mfw-point")
-    t.add_argument("--mfw-select")
-    t.add_argument("--mfw-prob", type=float)
-    t.add_argument("--mfw-lam")
-    t.add_argument("--mfw-active")
-    t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any RunConfig field")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--data-root")
-    t.add_argument("--results", help="result store (default: results/ or $PROCRUSTES_RESULTS)")
-    t.add_argument("--compile", help="torch.compile the model: auto, on, off, or a torch mode (reduce-overhead, "
-                   "max-autotune, max-autotune-no-cudagraphs); default $PROCRUSTES_COMPILE or auto: on CUDA, and on "
-                   "a CPU for runs of 200k images or more")
 
-    r = sub.add_parser("reproduce", help="train every run the notebooks need that the store lacks (resumable)")
-    r.add_argument("--profile", default="cpu")
-    r.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 02 05")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--data-root", help="data root for CIFAR-10 (others use data/<name>)")
-    r.add_argument("--results")
-    r.add_argument("--compile", help="as for train")
-    r.add_argument("--list", action="store_true", help="only list the missing runs")
-    r.add_argument("--workers", default="auto", help="runs trained at once on each device (packed, one process "
-                   "each), or auto (the default): measure 1 against 2, 3, 4 packed for a few seconds, keep the "
-                   "count that pays (procrustes.tooling.speed.best_workers)")
+def _by_profile(field: str, none: str = "all") -> str:
+    """A RunConfig field's value in each profile, e.g. 'paper: 200, cpu: 80, smoke: 2': the default of a flag left out."""
+    values = []
+    for p, over in PROFILES.items():
+        v = over.get(field, getattr(RunConfig, field))
+        values.append(f"{p}: {none if v is None else v}")
+    return ", ".join(values)
 
-    b = sub.add_parser("bench", help="images/s of our trainer against the reference pipeline, same process")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--rounds", type=int, default=3)
-    b.add_argument("--workers", type=int, default=2)
-    b.add_argument("--data-root")
-    b.add_argument("--accuracy-steps", type=int, metavar="K", help="also train each pipeline K steps and compare test accuracy")
-    b.add_argument("--aug-samples", type=int, default=10000, help="crops sampled from each pipeline for the augmentation check")
-    b.add_argument("--packed", type=int, metavar="N", help="instead: N short runs one after another against N packed concurrently")
-    b.add_argument("--packed-epochs", type=int, help="epochs of each --packed run (default: 5 on CUDA, 1 smoke run on CPU)")
+
+def method_spellings() -> list[str]:
+    """Every valid --method: a loss, a mixing method, or one of each joined by '+' (either order)."""
+    pairs = [f"{a}+{b}" for loss in LOSSES for mix in MIXERS for a, b in ((loss, mix), (mix, loss))]
+    return [*LOSSES, *MIXERS, *pairs]
+
+
+def did_you_mean(value: str, choices) -> str:
+    """'; did you mean X?' for the closest of `choices` (difflib), or '' when none is close."""
+    hit = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {hit[0]}?" if hit else ""
+
+
+def suggest(message: str) -> str:
+    """A ConfigError's message with a close match appended where it names an unknown value: 'unknown X 'v':
+    choose one of a, b' gets the closest of a, b; an unknown method the closest valid spelling."""
+    m = re.match(r"unknown method '([^']*)'", message)
+    if m:
+        return message + did_you_mean(m.group(1).lower(), method_spellings())
+    m = re.match(r"unknown config field '([^']*)'", message)
+    if m:
+        return message + did_you_mean(m.group(1), [f.name for f in dataclasses.fields(RunConfig)])
+    m = re.match(r"unknown [\w ]+ '([^']*)'.*choose one of ([^:;()]+)", message)
+    if m:
+        return message + did_you_mean(m.group(1), [c.strip() for c in m.group(2).split(",")])
+    return message
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without its guesses: no abbreviated options (`--epoch 3` is an error, not --epochs), and every
+    error is one line, 'error: ...', with the closest valid option or command, then exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        m = re.search(r"invalid choice: '([^']*)'", message)
+        if m:
+            choices = [c for a in self._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices]
+            message = f"unknown command '{m.group(1)}': choose one of {', '.join(choices)}" + did_you_mean(m.group(1), choices)
+        print(f"error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            sub = self._commands().get(getattr(ns, "cmd", None), self)
+            options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+            hints = "".join(did_you_mean(t.split("=")[0], options) for t in extra if t.startswith("-"))
+            sub.error(f"unrecognized arguments: {' '.join(extra)}{hints}")
+        return ns
+
+    def _commands(self) -> dict:
+        return {name: p for a in self._actions if isinstance(a, argparse._SubParsersAction) for name, p in a.choices.items()}
+
+
+def _benchmark_options(p: argparse.ArgumentParser, datasets=DATASETS, defaults: dict | None = None) -> None:
+    d = {"dataset": "cifar10", "imbalance": "exp", "ratio": 100.0} if defaults is None else defaults
+    p.add_argument("--dataset", default=d.get("dataset"), metavar=_one_of(datasets),
+                   help=f"the benchmark's images: {', '.join(datasets)}; default cifar10")
+    p.add_argument("--imbalance", default=d.get("imbalance"), metavar=_one_of(IMBALANCES),
+                   help="how the training set is made imbalanced (LDAM-DRW rule): exp (long-tailed), step (half the "
+                   "classes keep n_max, half n_max / rho), none (as it is); default exp")
+    p.add_argument("--ratio", type=float, default=d.get("ratio"), metavar="RHO",
+                   help="rho = n_max / n_min, a number >= 1; default 100")
+
+
+def _counts_parser(sub) -> None:
+    c = sub.add_parser("counts", help="per-class training counts of a benchmark (no images needed)",
+                       description="Per-class training counts of a benchmark, by the LDAM-DRW rule; with no option, "
+                       "CIFAR-10 exp rho=100 (and it says so).")
+    _benchmark_options(c, [d for d in DATASETS if d != "imagefolder"], defaults={})
+    c.add_argument("--max-per-class", type=int, metavar="N",
+                   help="n_max, the largest class's images; default the paper's (" +
+                   ", ".join(f"{d} {n}" for d, (_, n) in PAPER_SIZES.items()) + ")")
+
+
+def _run_options(t: argparse.ArgumentParser) -> None:
+    """The options of one run (train): the benchmark, the method and MFW's reconstructed choices."""
+    t.add_argument("--method", default="erm", metavar="LOSS[+MIXER]",
+                   help=f"a loss ({', '.join(LOSSES)}) and at most one mixing method ({', '.join(MIXERS)}), joined by "
+                   "'+', e.g. mfw+ldam-drw; default erm")
+    t.add_argument("--sampler", metavar=_one_of(SAMPLERS), help=f"default {RunConfig.sampler}")
+    t.add_argument("--model", metavar=_one_of(MODELS),
+                   help="default auto: resnet32 for 32x32 images, resnet18 for Tiny-ImageNet")
+    t.add_argument("--profile", default="paper", metavar=_one_of(PROFILES),
+                   help="the run's size: paper (the LDAM-DRW protocol, a GPU), cpu (CIFAR-10 shrunk to run on a CPU), "
+                   "smoke (seconds); default paper")
+    t.add_argument("--epochs", type=int, metavar="N",
+                   help=f"default the profile's ({_by_profile('epochs')}; paper: 120 for Tiny-ImageNet)")
+    t.add_argument("--seed", type=int, metavar="N", help=f"default {RunConfig.seed}")
+    t.add_argument("--max-per-class", type=int, metavar="N",
+                   help=f"n_max, the largest class's images; default the profile's ({_by_profile('max_per_class', none=PAPER_N_MAX)})")
+    t.add_argument("--mfw-point", metavar=_one_of(MIXING_POINT_CHOICES),
+                   help=f"where MFW mixes features (stage4: resnet18 only); default {RunConfig.mfw_point}")
+    t.add_argument("--mfw-select", metavar=_one_of(MFW_SELECT),
+                   help=f"MFW's selection rule p(class); default {RunConfig.mfw_select}")
+    t.add_argument("--mfw-prob", type=float, metavar="P",
+                   help=f"MFW's largest selection probability, in [0, 1]; default {RunConfig.mfw_prob:g}")
+    t.add_argument("--mfw-lam", metavar=_one_of(MFW_LAM), help=f"MFW's law of lam; default {RunConfig.mfw_lam}")
+    t.add_argument("--mfw-active", metavar=_one_of(MFW_ACTIVE),
+                   help=f"when MFW is on (until-drw: off from the DRW epoch); default {RunConfig.mfw_active}")
+    t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any RunConfig field (the README's table of reconstructed choices), repeatable; it wins over "
+                   "the flag of the same field; VALUE none sets an optional field to None; default none set")
+
+
+def _where_options(p: argparse.ArgumentParser, compile_modes, images: str = "the images") -> None:
+    """Where a run trains and what it reads and writes (train, reproduce)."""
+    p.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    p.add_argument("--data-root", metavar="FOLDER", help=f"{images}; default data/<dataset> (or $PROCRUSTES_DATA/<dataset>)")
+    p.add_argument("--results", metavar="FOLDER", help="the result store; default results/ (or $PROCRUSTES_RESULTS)")
+    p.add_argument("--compile", metavar=_one_of(compile_modes),
+                   help="torch.compile the model (on: torch's default mode; the others are torch's modes); default "
+                   "$PROCRUSTES_COMPILE, else auto: on CUDA, and on a CPU for runs of 200,000 training images or more")
+
+
+def _bench_parser(sub) -> None:
+    b = sub.add_parser("bench", help="training speed: our trainer against the reference pipeline, in one process",
+                       description="Images/s of our trainer against the LDAM-DRW reference pipeline (PIL + DataLoader), "
+                       "alternating in one process; the ratio is printed last.")
+    b.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICE_HELP)
+    b.add_argument("--steps", type=int, default=20, metavar="N", help="training steps a timing round; default 20")
+    b.add_argument("--rounds", type=int, default=3, metavar="N", help="timing rounds; default 3")
+    b.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="DataLoader worker processes of the reference pipeline; default 2")
+    b.add_argument("--data-root", metavar="FOLDER", help="the CIFAR-10 images; default data/cifar10")
+    b.add_argument("--accuracy-steps", type=int, metavar="K",
+                   help="also train each pipeline K steps and compare test accuracy; default off")
+    b.add_argument("--aug-samples", type=int, default=10000, metavar="N",
+                   help="crops sampled from each pipeline for the augmentation check; default 10000")
+    b.add_argument("--packed", type=int, metavar="N",
+                   help="instead: N short runs one after another against N packed concurrently; default off")
+    b.add_argument("--packed-epochs", type=int, metavar="N",
+                   help="epochs of each --packed run; default 5 on CUDA, 1 smoke run on a CPU")
     b.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
-                   help="also time ours with the model compiled (torch.compile, in torch's MODE if given: default, "
-                   "reduce-overhead, max-autotune, ...; its compilation takes about a minute on a CPU)")
-    b.add_argument("--eval", nargs="?", const="default", metavar="N", help="instead: the trainer's evaluation "
-                   "(img/s) at several batches on N random images (default 2000 on a CPU, 10000 on CUDA), ratio last")
+                   help="also time ours compiled (torch.compile), in torch's MODE if given (default, reduce-overhead, "
+                   "max-autotune, max-autotune-no-cudagraphs; compiling takes about a minute on a CPU); default off")
+    b.add_argument("--eval", nargs="?", const="default", metavar="N",
+                   help="instead: the trainer's evaluation (img/s) at several batches on N random images (default 2000 "
+                   "on a CPU, 10000 on CUDA), ratio last; default off")
     b.add_argument("--precision", action="store_true", help="instead: the trainer's step in fp32 against bf16 autocast "
                    "(img/s, alternating in one process, ratio bf16/fp32 last): how CPU runs choose their precision")
     b.add_argument("--hooks", action="store_true", help="instead: MFW through forward hooks (the trainer's path and "
                    "procrustes.method.weaken's) against the same mixing written in line, ResNet-32 on the CPU")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..training.train import COMPILE_MODES
+
+    ap = Parser(prog="python -m procrustes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{counts,train,reproduce,bench}", parser_class=Parser)
+    _counts_parser(sub)
+
+    t = sub.add_parser("train", help="train one run (or read it back from the result store)",
+                       description="Train one run, or read it back from the result store when it is there; an "
+                       "interrupted run resumes from its last checkpoint.")
+    _benchmark_options(t)
+    _run_options(t)
+    _where_options(t, COMPILE_MODES)
+
+    r = sub.add_parser("reproduce", help="train every run the notebooks need that the store lacks (resumable)",
+                       description="Train every run the notebooks need that the result store lacks, in the order "
+                       "the notebooks need them; interrupted runs resume.")
+    r.add_argument("--profile", default="cpu", metavar=_one_of(PROFILES), help="default cpu (the committed results)")
+    r.add_argument("--only", nargs="*", metavar="PREFIX",
+                   help="only the runs of these notebooks, by name prefix, e.g. 02 05; default every notebook")
+    _where_options(r, COMPILE_MODES, images="the CIFAR-10 images (the other datasets are read from data/<dataset>)")
+    r.add_argument("--list", action="store_true", help="only list the missing runs, in training order")
+    r.add_argument("--workers", default="auto", metavar="N|auto",
+                   help="runs trained at once on each device (one process each); default auto: measure 1 against 2, 3, "
+                   "4 packed for a few seconds and keep the count that pays (procrustes.tooling.speed.best_workers)")
+    _bench_parser(sub)
     return ap
 
 
@@ -80,13 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "counts":
-            from ..training.data import benchmark_counts
-
-            make_config("paper", dataset=args.dataset, imbalance=args.imbalance, ratio=args.ratio, max_per_class=args.max_per_class)
-            counts = benchmark_counts(args.dataset, args.imbalance, args.ratio, args.max_per_class)
-            print(f"{args.dataset} {args.imbalance} rho={args.ratio:g}: {counts}")
-            print(f"total: {sum(counts)}")
-            return 0
+            return _counts(args)
         if args.cmd == "train":
             return _train(args)
         if args.cmd == "reproduce":
@@ -96,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return bench_main(args)
     except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {suggest(str(e))}", file=sys.stderr)
         return 2
     except Exception as e:
         from ..training.store import StoreError
@@ -107,6 +237,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         raise
+    return 0
+
+
+def _counts(args) -> int:
+    """`counts`: the per-class training counts of one benchmark; with no option, says which one it shows and how to
+    choose another."""
+    from ..training.data import benchmark_counts
+
+    chosen = {k: getattr(args, k) for k in COUNTS_DEFAULTS if getattr(args, k) is not None}
+    if not chosen and args.max_per_class is None:
+        datasets = _one_of(d for d in DATASETS if d != "imagefolder")
+        print(f"no benchmark chosen, so the default: CIFAR-10, exp imbalance, rho=100. Choose another with --dataset "
+              f"{datasets} --imbalance {_one_of(IMBALANCES)} --ratio RHO [--max-per-class N]")
+    b = {**COUNTS_DEFAULTS, **chosen}
+    make_config("paper", dataset=b["dataset"], imbalance=b["imbalance"], ratio=b["ratio"], max_per_class=args.max_per_class)
+    counts = benchmark_counts(b["dataset"], b["imbalance"], b["ratio"], args.max_per_class)
+    print(f"{b['dataset']} {b['imbalance']} rho={b['ratio']:g}: {counts}")
+    print(f"total: {sum(counts)}")
     return 0
 
 

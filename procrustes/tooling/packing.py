@@ -7,8 +7,9 @@
   CPU each worker gets cores // workers torch threads. It is the default because it needs nothing but this
   machine (no scheduler, no extra service), keeps each run in its own process (a crash or an out-of-memory
   error ends one run, not the batch; CUDA state is never shared) and uses the same code path as a single run.
-- "submitit": submitit's AutoExecutor (SLURM when the machine has it, else local subprocesses); its logs and
-  pickles go to <results>/submitit; `submitit_params` passes parameters through (`slurm_partition`,
+- "submitit": submitit's AutoExecutor (SLURM when the machine has it, else local subprocesses; submitit is an
+  optional extra, `pip install -e '.[slurm]'`); its logs and pickles go to <results>/submitit; `submitit_params`
+  passes parameters through (`slurm_partition`,
   `slurm_time`, `timeout_min`, `gpus_per_node`, `cpus_per_task`, ...). One job per run, at most `workers`
   at a time (a SLURM job array with `slurm_array_parallelism` on SLURM).
 - "local-submitit": submitit's LocalExecutor (what the tests use here), at most `workers` jobs at a time.
@@ -30,6 +31,7 @@ write the same cache file.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 import time
@@ -216,6 +218,8 @@ def run_many(configs: list[RunConfig], *, device: str = "auto", workers: int | N
     run_many needs the usual `if __name__ == "__main__":` guard (notebooks and `python -c` need nothing)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if "submitit" in executor and importlib.util.find_spec("submitit") is None:
+        raise ValueError(f"executor {executor!r} needs submitit, an optional extra: pip install -e '.[slurm]'")
     root = Path(results) if results is not None else store.results_dir()
     root = root.resolve()
     unique: dict[str, RunConfig] = {}

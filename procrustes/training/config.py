@@ -1,6 +1,6 @@
 """One run, described by one dataclass: `RunConfig`, its profiles, its validation and its stable hash.
 
-Every choice PAPER.md says we had to reconstruct is a field here with its default documented, so that a
+Every choice docs/paper.md lists as reconstructed is a field here with its default documented, so that a
 reader can change it from Python, from the command line (`--set field=value`) or from a notebook.
 """
 from __future__ import annotations
