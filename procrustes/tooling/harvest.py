@@ -776,6 +776,19 @@ def _report(outputs, summary: dict, plan: list, t0: float, deadline: float, budg
     return 0 if rows or outputs.carry else 1
 
 
+def _missing_here(queue: list[RunConfig], committed: Path | None) -> list[RunConfig]:
+    """The queue's runs that are neither committed nor in training on another machine (a committed checkpoint: a
+    CPU trains them, and a run in another precision never mixes with it)."""
+    _, missing = store.collect(queue, committed)
+    say(f"harvest: {len(queue) - len(missing)} of {len(queue)} candidate runs already committed, "
+        f"{len(missing)} missing")
+    elsewhere = [c for c in missing if store.checkpoint_epoch(c, committed)]
+    if elsewhere:
+        say(f"harvest: {len(elsewhere)} missing run(s) are in training on another machine (a committed checkpoint), "
+            f"left to it: " + ", ".join(c.key() for c in elsewhere))
+    return [c for c in missing if c not in elsewhere]
+
+
 def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: Path | None, work: Path,
              committed: Path | None, compile_cap: float | None, child: subprocess.Popen, plan_path: Path,
              stop_file: Path, mode: str) -> int:
@@ -808,14 +821,7 @@ def _harvest(profile: str, device: str, budget_s: float | None, t0: float, out: 
     say(f"harvest: CIFAR-10 loaded in {time.time() - t:.1f} s")
     if smoke and not explicit:
         deadline = time.time() + budget
-    _, missing = store.collect(queue, committed)
-    say(f"harvest: {len(queue) - len(missing)} of {len(queue)} candidate runs already committed, "
-        f"{len(missing)} missing")
-    elsewhere = [c for c in missing if store.checkpoint_epoch(c, committed)]
-    if elsewhere:  # a CPU trains them (its checkpoint is committed): a run in another precision never mixes with it
-        missing = [c for c in missing if c not in elsewhere]
-        say(f"harvest: {len(elsewhere)} missing run(s) are in training on another machine (a committed checkpoint), "
-            f"left to it: " + ", ".join(c.key() for c in elsewhere))
+    missing = _missing_here(queue, committed)
     if not missing:
         say("harvest: nothing missing")
         outputs.results()
