@@ -350,7 +350,8 @@ def summary_table(data: dict[str, list[dict]], notebooks: str = "../notebooks/")
     out = ["| claim | verdict | key numbers (mean +- std over seeds) | notebook |", "|---|---|---|---|"]
     for v in rows:
         src = v["source"]
-        cells = [v["claim"], f"**{v['verdict']}**", short_numbers(v["numbers"]), f"[{src[:2]}]({notebooks}{src}.ipynb)"]
+        verdict = f"**{v['verdict']}**" + (f" ({FRAGILE})" if v.get("fragile") else "")
+        cells = [v["claim"], verdict, short_numbers(v["numbers"]), f"[{src[:2]}]({notebooks}{src}.ipynb)"]
         out.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return out
 

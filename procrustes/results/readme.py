@@ -49,7 +49,9 @@ def block(data: dict[str, list[dict]]) -> str:
         "",
         "What the committed runs say about each claim of the abstract ([docs/paper.md](docs/paper.md) numbers them), "
         "by rules fixed before the data: a difference counts only when it exceeds twice the standard deviation over "
-        "seeds and every seed agrees in sign; a threshold only when every seed meets it. `6s` rows use MFW's choices "
+        "seeds and every seed agrees in sign, and reads " + claims.WORSE + " when the opposite direction passes that "
+        "rule; a threshold only when every seed meets it. A difference marked " + claims.FRAGILE + " passes only with "
+        "its own sides' seed spread, not with the benchmark's pooled one. `6s` rows use MFW's choices "
         "selected on a validation split. Every number, with each seed and each rule, is in "
         "[figures/claims.md](figures/claims.md).",
         "",
