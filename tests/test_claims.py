@@ -179,12 +179,13 @@ def test_pooled_noise_marks_a_fragile_row():
 
 
 def test_claim_codes_map_to_the_abstract():
-    """claims.md opens with the claim codes and the abstract's words each tests; every row's code is listed."""
+    """claims.md maps the claim codes to the abstract's words each tests, after the short table of verdicts and
+    before the detailed rows; every row's code is listed."""
     from pathlib import Path
 
     paper = (Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "PAPER.md")
     md = claims.render({"x": [asdict(claims.compare("6s a", "s", {0: 1.0}, {0: 2.0}, "A", "B", expect=1))]})
-    assert md.index("| claim code |") < md.index("| claim | verdict |")
+    assert md.index("| claim | verdict | key numbers") < md.index("| claim code |") < md.index("| claim | verdict | what was tested")
     for claim, code in (("1 under-fit first", "1"), ("1 under-fit first (rule until 2026-11-29)", "1"),
                         ("2 larger minor gradients", "2"), ("3 then over-fit", "3"), ("4 MFW raises minority test accuracy", "4t"),
                         ("5 MFW balances feature gradients", "5g"), ("5 MFW balances training accuracy", "5a"),

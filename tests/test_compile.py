@@ -90,9 +90,11 @@ def test_a_run_over_the_recompile_limit_is_recorded_eager(cifar10_root, tmp_path
     import torch._dynamo
 
     _compile_eager(monkeypatch, [])
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     cfg = make_config("smoke", dataset="cifar10", imbalance="step", ratio=100, epochs=2)
-    res = run(cfg, device="cpu", data_root=cifar10_root, results=tmp_path, progress=False, compile="on")
+    # config.patch, not monkeypatch: recompile_limit is an alias in torch's config module, and monkeypatch's undo
+    # leaves it missing for every later compile of the session
+    with torch._dynamo.config.patch(recompile_limit=1):
+        res = run(cfg, device="cpu", data_root=cifar10_root, results=tmp_path, progress=False, compile="on")
     p = res["provenance"]
     assert p["compiled"] is False and p["compile_mode"] == "default"
     [seg] = p["compile_evidence"]

@@ -414,7 +414,10 @@ def test_from_config_takes_the_reconstructed_choices():
     cfg = make_config("smoke", method="mfw+drw", mfw_select="power", mfw_gamma=2.0, mfw_prob=0.7, mfw_lam="beta",
                       mfw_alpha=0.4, mfw_lam_min=0.2, mfw_active="until-drw", seed=5)
     w = MajorFeatureWeakening.from_config(resnet18(), "layer2", cfg, COUNTS)
-    assert (w.select, w.prob, w.gamma, w.lam_law, w.alpha, w.lam_min, w.seed) == ("power", 0.7, 2.0, "beta", 0.4, 0.2, 5)
+    # lam_min bounds only the uniform law: a beta config keeps the default (one training, one key)
+    assert (w.select, w.prob, w.gamma, w.lam_law, w.alpha, w.lam_min, w.seed) == ("power", 0.7, 2.0, "beta", 0.4, 0.5, 5)
+    uniform = MajorFeatureWeakening.from_config(resnet18(), "layer2", cfg.replace(mfw_lam="uniform", mfw_lam_min=0.2), COUNTS)
+    assert (uniform.lam_law, uniform.lam_min) == ("uniform", 0.2)
     assert w.until_epoch == cfg.schedule()[3]
     np.testing.assert_allclose(w.probs, mixing.selection_probs(COUNTS, "power", 0.7, 2.0))
     assert MajorFeatureWeakening.from_config(resnet18(), "layer2", make_config("smoke"), COUNTS).until_epoch is None
