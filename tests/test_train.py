@@ -314,3 +314,24 @@ def test_a_pickled_payload_is_refused_and_an_edited_result_is_kept(cfg, data_id,
     assert res["history"]["epoch"] == [1, 2]  # restarted from scratch
     assert res["model_sha256"] == store.sha256_file(d / "model.pt")
     assert store.read_result(cfg, tmp_path, data_id)["summary"] == res["summary"]
+
+
+def test_a_run_resumed_on_another_machine_lists_both(cfg, data_id, tmp_path, monkeypatch):
+    """Numerics depend on the machine: provenance lists each (re)start's machine, in order (device_names), and a
+    checkpoint written before segments were recorded says its machine is unrecorded rather than guessing."""
+    monkeypatch.setattr(store, "device_name", lambda dev: "machine A")
+    assert run(cfg, results=tmp_path, device="cpu", progress=False, stop_after=1) is None
+    monkeypatch.setattr(store, "device_name", lambda dev: "machine B")
+    p = run(cfg, results=tmp_path, device="cpu", progress=False)["provenance"]
+    assert p["device_names"] == ["machine A", "machine B"] and p["device_name"] == "machine B"
+    assert [s["from_epoch"] for s in p["segments"]] == [0, 1]
+    assert all(s["commit"] == trainer.CODE_COMMIT and s["torch"] == torch.__version__ for s in p["segments"])
+
+    other = tmp_path / "old"
+    assert run(cfg, results=other, device="cpu", progress=False, stop_after=1) is None
+    path = store.run_dir(cfg, other, data_id) / "checkpoint.pt"
+    ck = torch.load(path, weights_only=False)
+    del ck["segments"]
+    torch.save(ck, path)
+    p = run(cfg, results=other, device="cpu", progress=False)["provenance"]
+    assert p["device_names"] == [trainer.UNRECORDED, "machine B"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import re
 from pathlib import Path
 
@@ -66,16 +65,9 @@ def digest(fp: dict) -> dict:
 def cpu_kind() -> str:
     """A file-name-safe name for what decides CPU numerics: the vector ISA torch dispatches to, native bf16,
     the CPU's vendor and model name, and the torch build."""
-    from ..training.store import cpu_has_bf16
+    from ..training.store import cpu_has_bf16, cpu_model_name
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = cpu_model_name()
     isa = torch.backends.cpu.get_cpu_capability()
     parts = [isa, "bf16" if cpu_has_bf16() else "", name, f"torch-{torch.__version__}"]
     return re.sub(r"[^a-z0-9.+-]+", "-", "_".join(p for p in parts if p).lower()).strip("-")

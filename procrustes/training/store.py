@@ -419,27 +419,32 @@ def device_name(device) -> str:
 
     if str(device).startswith("cuda"):
         return torch.cuda.get_device_name(device)
+    return f"{cpu_model_name()} ({torch.get_num_threads()} threads{', native bf16' if cpu_has_bf16() else ''})"
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what platform knows where there is none."""
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{name} ({torch.get_num_threads()} threads{', native bf16' if cpu_has_bf16() else ''})"
+    return name
 
 
 def provenance(device, started: str, wall_s: float, images_per_s: float, precision: str, commits: list[str],
                compile_mode: str | None = None, eval_batch: int | None = None, eval_s: float | None = None,
-               compile_log: list | None = None) -> dict:
+               compile_log: list | None = None, segments: list | None = None) -> dict:
     """Where a result came from. commits: the git commit(s) whose code trained it (train.CODE_COMMIT of the process of each (re)start);
     compile_mode: torch.compile's mode for its model, None when it trained eager (the last (re)start's setting);
     eval_batch: images a forward pass of its evaluations (speed only; None where not recorded);
     eval_s: seconds of wall_s spent evaluating (None where not recorded, or a resumed checkpoint predates it);
     compile_log: train.CompileWatch's record of each (re)start (frames compiled, recompile-limit hits, fall-back):
     `compiled` is true only when every recorded segment trained compiled without falling back to eager (without
-    a log, as before it was recorded: when a compile mode was set)."""
+    a log, as before it was recorded: when a compile mode was set). segments: train.segment() of each (re)start;
+    `device_names` lists their machines in order (device_name is the machine that finished it)."""
     import torch
 
     return {
@@ -454,6 +459,8 @@ def provenance(device, started: str, wall_s: float, images_per_s: float, precisi
             r.get("mode") is not None and not r.get("fell_back") for r in compile_log)),
         "compile_mode": compile_mode,
         **({"compile_evidence": compile_log, "code_path": code_path_of(compile_log)} if compile_log else {}),
+        **({"segments": segments, "device_names": list(dict.fromkeys(s["device_name"] for s in segments))}
+           if segments else {}),
         "eval_batch": eval_batch,
         **({"eval_s": round(eval_s, 2)} if eval_s is not None and eval_s == eval_s else {}),
         "started_utc": started,

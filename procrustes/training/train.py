@@ -486,6 +486,7 @@ class Progress:
     started: str = ""
     commits: list = field(default_factory=list)
     compile_log: list = field(default_factory=list)  # CompileWatch.record of each (re)start
+    segments: list = field(default_factory=list)  # segment() of each (re)start: a run resumed elsewhere lists each machine
 
 
 def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model, opt, gen, rng, fresh: Progress,
@@ -511,8 +512,22 @@ def resume(ckpt_path: Path, dev: torch.device, used: str, cfg: RunConfig, model,
     gen.set_state(ck["gen"].cpu())
     rng.bit_generator.state = ck["rng"]
     commits = list(dict.fromkeys(ck.get("commits", []) + fresh.commits))  # a resumed run may span commits
+    segments = list(ck.get("segments") or [])
+    if not segments and ck["epoch"] > 0:  # a checkpoint from before segments were recorded: its machine is unknown
+        segments = [{"from_epoch": 0, "device_name": UNRECORDED, "commit": ", ".join(ck.get("commits", [])),
+                     "torch": UNRECORDED, "started_utc": ck["started"]}]
     return Progress(ck["history"], ck["epoch"], ck["wall"], ck["train_wall"], ck.get("eval_wall", float("nan")),
-                    ck["images"], ck["started"], commits, list(ck.get("compile_log", [])))
+                    ck["images"], ck["started"], commits, list(ck.get("compile_log", [])), segments)
+
+
+UNRECORDED = "unrecorded"
+
+
+def segment(dev: torch.device, epoch: int) -> dict:
+    """Where one (re)start of a run trains from `epoch` (0-based) on: the machine, the code and torch. Numerics
+    depend on the machine (its vector instructions), so a run resumed on another one says so in its provenance."""
+    return {"from_epoch": epoch, "device_name": store.device_name(dev), "commit": CODE_COMMIT, "torch": str(torch.__version__),
+            "started_utc": store.now_utc()}
 
 
 def foreign_checkpoint(ck: dict, cfg: RunConfig, data_id: str | None) -> str:
@@ -617,7 +632,7 @@ def checkpoint(path: Path, model, opt, gen, rng, p: Progress, cfg: RunConfig, be
                                    "rng": rng.bit_generator.state, "history": p.history, "epoch": p.epoch, "wall": p.wall,
                                    "train_wall": p.train_wall, "eval_wall": p.eval_wall, "images": p.images,
                                    "started": p.started, "commits": p.commits, "config": cfg.to_dict(), "data": bench.data,
-                                   "precision": used, "compile_log": p.compile_log}, fsync=fsync)
+                                   "precision": used, "compile_log": p.compile_log, "segments": p.segments}, fsync=fsync)
 
 
 def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progress: bool, stop_after: int | None,
@@ -655,6 +670,7 @@ def _train(cfg: RunConfig, dev: torch.device, bf16: bool, bench, results, progre
     watch = CompileWatch.start(mode, start)
     if end > start:
         p.compile_log.append(watch.record)
+        p.segments.append(segment(dev, start))
     for epoch in range(start, end):
         t0 = time.perf_counter()
         lr = train_epoch(step, cfg, data, epoch, bar)
@@ -709,7 +725,7 @@ def finish(cfg: RunConfig, dev: torch.device, bench, data: DeviceData, model, bf
         "data": bench.data,
         "provenance": store.provenance(dev, p.started, p.wall, p.images / max(p.train_wall, 1e-9), used, p.commits,
                                        compile_mode=mode, eval_batch=eval_batch(dev), eval_s=p.eval_wall,
-                                       compile_log=p.compile_log),
+                                       compile_log=p.compile_log, segments=p.segments),
     }
     # weights first, then the result, each atomically: a kill anywhere leaves either a finished run with its
     # weights, or the last checkpoint (at the final epoch), from which a rerun writes both
