@@ -60,19 +60,23 @@ def block(data: dict[str, list[dict]]) -> str:
     ])
 
 
-def replace_block(text: str, new_block: str) -> str:
-    """text with the part from BEGIN to END replaced by new_block."""
+def _span(text: str) -> tuple[int, int]:
+    """Where the block stands in text: from BEGIN to the end of END."""
     i, j = text.find(BEGIN), text.find(END)
     if i < 0 or j < i:
         raise ReadmeError(f"the README needs the lines {BEGIN!r} and {END!r}, in that order")
-    return text[:i] + new_block + text[j + len(END):]
+    return i, j + len(END)
+
+
+def replace_block(text: str, new_block: str) -> str:
+    """text with the part from BEGIN to END replaced by new_block."""
+    i, j = _span(text)
+    return text[:i] + new_block + text[j:]
 
 
 def current_block(text: str) -> str:
-    i, j = text.find(BEGIN), text.find(END)
-    if i < 0 or j < i:
-        raise ReadmeError(f"the README needs the lines {BEGIN!r} and {END!r}, in that order")
-    return text[i:j + len(END)]
+    i, j = _span(text)
+    return text[i:j]
 
 
 def update(readme: Path = REPO / "README.md", figures: Path = REPO / "figures") -> bool:
