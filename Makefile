@@ -10,20 +10,28 @@ SHARED ?= ../shared/data
 # 08_your_model trains its own demo: its committed outputs come from one run of it by hand (it dates them); nbval runs
 # it at smoke size; `make figures` leaves it alone
 NOTEBOOKS := $(filter-out notebooks/08_%,$(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
+# the notebooks of the paper-profile runs a CPU trains (docs/paper-protocol.md): once results/paper holds a finished
+# run, `make figures` also runs them with profile=paper into figures/paper/ (executed copies in figures/paper/notebooks/),
+# and every other notebook that has a copy there (`make figures PROFILE=paper` runs them all)
+PAPER_NOTEBOOKS := $(filter notebooks/02_% notebooks/03_% notebooks/04_% notebooks/05_%,$(NOTEBOOKS))
+# the notebooks `make figures` runs for PROFILE: all, except the selection study (09) for paper, which has no
+# selection grid (no unused training images for a validation split; its MFW rows use the choices made at cpu scale)
+PROFILE_NOTEBOOKS := $(if $(filter paper,$(PROFILE)),$(filter-out notebooks/09_%,$(NOTEBOOKS)),$(NOTEBOOKS))
 TRAIN ?= 0
 export PYTHONUNBUFFERED := 1
 
 # User values reach the recipes' shells as environment variables ("$$FILE", $$CARRY: the shell expands them once,
 # as data, with word splitting and globbing for CARRY), never pasted into the shell text, where a file name such as
 # h`touch x`.tar.gz would run as a command.
-export FILE CARRY
+# PROFILE, DEVICE, TRAIN and BENCH_ARGS likewise ("$$PROFILE"; $$BENCH_ARGS unquoted: words, never commands).
+export FILE CARRY PROFILE DEVICE TRAIN BENCH_ARGS
 
 .PHONY: help setup data figures reproduce test lint unit nbval bench gpu-check gpu-prepare gpu-harvest harvest-import park
 
 help: ## this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-15s %s\n", $$1, $$2}'
-	@echo "  variables: PROFILE=$(PROFILE) (cpu: the committed results; paper: GPU; smoke: CI)  TRAIN=$(TRAIN) (1: train"
-	@echo "             what PROFILE lacks before make figures)  DEVICE=$(DEVICE)  SMOKE=1 (gpu-* targets on a CPU)"
+	@echo "  variables: PROFILE=$$PROFILE (cpu: the committed results; paper: the paper's protocol; smoke: CI)  TRAIN=$$TRAIN"
+	@echo "             (1: train what PROFILE lacks before make figures)  DEVICE=$$DEVICE  SMOKE=1 (gpu-* targets on a CPU)"
 
 setup: $(VENV)/.installed ## create .venv and install the package with its tools
 
@@ -45,22 +53,26 @@ data/tiny-imagenet-200/wnids.txt:
 	else echo "no $(SHARED)/tiny-imagenet-200-slice.tar.gz: put Tiny-ImageNet-200 in data/tiny-imagenet-200 to use it"; fi
 
 # TRAIN=1: first train what PROFILE lacks (resumably), then regenerate; otherwise only regenerate from the stored
-# results (missing runs are listed). How PROFILE was set (command line or environment) does not matter.
+# results (missing runs are listed). How PROFILE was set (command line or environment) does not matter. PROFILE=cpu
+# (the default) rewrites the committed notebooks, figures/ and the README's results, then figures/paper/ from the
+# stored paper runs when there is one; another profile writes figures/<profile>/ only (scripts/run_notebooks.sh).
 figures: setup ## regenerate every figure, table, claims.md and the README's results of PROFILE from results/ (TRAIN=1: train what is missing first)
+	@$(PY) -m procrustes.results.notebook check-profile "$$PROFILE"
 ifeq ($(TRAIN),1)
 	$(MAKE) data
-	$(PY) -m procrustes reproduce --profile $(PROFILE) --device $(DEVICE)
+	$(PY) -m procrustes reproduce --profile "$$PROFILE" --device "$$DEVICE"
 endif
-	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb ($(PROFILE))"; \
-	  PROCRUSTES_PROFILE=$(PROFILE) PROCRUSTES_DEVICE=$(DEVICE) PROCRUSTES_TRAIN_MISSING=0 \
-	    $(VENV)/bin/papermill --cwd notebooks -k python3 --no-progress-bar "$$nb" "$$nb" || exit 1; \
-	  $(PY) -m procrustes.results.notebook strip "$$nb" || exit 1; \
-	done
-	@if [ "$(PROFILE)" = cpu ]; then $(PY) -m procrustes.results.readme; fi
+	@PY=$(PY) bash scripts/run_notebooks.sh "$$PROFILE" $(PROFILE_NOTEBOOKS)
+	@if [ "$$PROFILE" = cpu ]; then \
+	  n=$$($(PY) -m procrustes.results.notebook stored paper) || exit 1; \
+	  nbs=$$(for nb in $(NOTEBOOKS); do case " $(PAPER_NOTEBOOKS) " in *" $$nb "*) echo "$$nb";; \
+	    *) if [ -e "$${PROCRUSTES_FIGURES:-figures}/paper/notebooks/$${nb##*/}" ]; then echo "$$nb"; fi;; esac; done); \
+	  if [ "$$n" -gt 0 ]; then PY=$(PY) bash scripts/run_notebooks.sh paper $$nbs || exit 1; \
+	  else echo "== no finished paper run stored: figures/paper/ left as it is"; fi; \
+	  $(PY) -m procrustes.results.readme; fi
 
 reproduce: ## on a GPU box: train what the paper profile lacks (resumable), then regenerate its figures
-	$(MAKE) figures PROFILE=paper TRAIN=1 DEVICE=$(if $(filter auto,$(DEVICE)),cuda,$(DEVICE))
+	$(MAKE) figures PROFILE=paper TRAIN=1 DEVICE="$$(if [ "$$DEVICE" = auto ]; then echo cuda; else echo "$$DEVICE"; fi)"
 
 test: setup data lint unit nbval ## ruff, unit tests and nbval over the notebooks: what CI runs
 
@@ -76,7 +88,7 @@ nbval: setup ## the notebooks under nbval, smoke profile, in a throw-away result
 	  $(PY) -m pytest --nbval-lax -q -p no:cacheprovider notebooks; rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: setup data ## training speed: ours against the reference pipeline in one process (BENCH_ARGS=...)
-	$(PY) -m procrustes bench --device $(DEVICE) $(BENCH_ARGS)
+	$(PY) -m procrustes bench --device "$$DEVICE" $$BENCH_ARGS
 
 # No `setup` prerequisite: a GPU machine without internet has torch in its python3 already.
 # A standalone check of a GPU (bench against the reference pipeline, a 3-epoch eager paper run, a short packing
@@ -84,13 +96,14 @@ bench: setup data ## training speed: ours against the reference pipeline in one 
 gpu-check: ## (on a GPU) a standalone check of the GPU (gpu-harvest runs its own short one); SMOKE=1 on a CPU
 	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
-# On this machine, before a GPU session: record the commit the tree will train with (.procrustes-commit: the copied tree has no
+# On this machine, before a GPU session: record the commit the tree will train with (+dirty for changes outside results/,
+# as store.DATA_PATHS; .procrustes-commit: the copied tree has no
 # .git), put the CIFAR-10 archive into data/, and with CARRY="harvest-carry-....tar ..." (the carry file(s) the last
 # lease returned) make them the checkpoints the next lease resumes (older ones move to data/harvest-carry-old/).
 # Prints what to run.
 gpu-prepare: ## on this machine, before a GPU session: record the commit, stage the data and the carried checkpoints (CARRY=...)
 	@git rev-parse HEAD | tr -d '\n' > .procrustes-commit; \
-	  if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
+	  if [ -n "$$(git status --porcelain --untracked-files=no -- . ':(exclude)results')" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
 	@test -f data/cifar10-jpeg.tar.gz || cp $(SHARED)/cifar10-jpeg.tar.gz data/
 	@mkdir -p data/harvest-carry
 	@if [ -n "$$CARRY" ]; then \

@@ -135,3 +135,59 @@ def test_a_run_with_other_parameters_says_where_its_figures_went(monkeypatch, tm
     elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"  # outside the repository: its absolute path
     monkeypatch.setenv("PROCRUSTES_FIGURES", str(elsewhere))
     assert f"go to {elsewhere / 'custom' / 'seeds-0'}/ " in notebook.settings({"seeds": [0]}).where()
+
+
+def test_stored_results_counts_finished_runs_only(tmp_path, capsys):
+    """`make figures` regenerates a profile's figures once it holds a finished run: a parked checkpoint is not one."""
+    assert notebook.stored_results("paper", tmp_path) == 0
+    (tmp_path / "paper" / "aaa-1").mkdir(parents=True)
+    (tmp_path / "paper" / "aaa-1" / "checkpoint.pt").write_bytes(b"x")
+    assert notebook.stored_results("paper", tmp_path) == 0
+    (tmp_path / "paper" / "bbb-1").mkdir()
+    (tmp_path / "paper" / "bbb-1" / "result.json").write_text("{}")
+    assert notebook.stored_results("paper", tmp_path) == 1
+    assert notebook.stored_results("cpu", tmp_path) == 0
+    assert notebook.main(["check-profile", "paper"]) == 0
+    assert notebook.main(["stored", "quick"]) == 2
+    assert "choose one of" in capsys.readouterr().err
+
+
+_TINY_NB = {"cells": [{"cell_type": "code", "execution_count": None, "id": "p", "metadata": {"tags": ["parameters"]},
+                       "outputs": [], "source": "x = 1"},
+                      {"cell_type": "code", "execution_count": None, "id": "q", "metadata": {}, "outputs": [],
+                       "source": "import os\nprint('profile', os.environ['PROCRUSTES_PROFILE'], x)"}],
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_run_notebooks_writes_another_profiles_copy_beside_its_figures(tmp_path):
+    """scripts/run_notebooks.sh: the cpu profile's executed notebook replaces the committed one; another profile's
+    goes to <figures>/<profile>/notebooks/ and the committed notebook keeps its bytes."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, cli_env
+
+    (tmp_path / "notebooks").mkdir()
+    nb = tmp_path / "notebooks" / "02_tiny.ipynb"
+    nb.write_text(json.dumps(_TINY_NB))
+    committed = nb.read_bytes()
+    env = cli_env(PY=sys.executable, PROCRUSTES_FIGURES="figs")
+    env.pop("PROCRUSTES_PROFILE", None)
+
+    def run(profile):
+        return subprocess.run(["bash", str(REPO / "scripts" / "run_notebooks.sh"), profile, "notebooks/02_tiny.ipynb"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    out = run("smoke")
+    assert out.returncode == 0, out.stderr
+    copy = tmp_path / "figs" / "smoke" / "notebooks" / "02_tiny.ipynb"
+    assert nb.read_bytes() == committed
+    assert "profile smoke 1" in copy.read_text()
+    out = run("cpu")
+    assert out.returncode == 0, out.stderr
+    assert "profile cpu 1" in nb.read_text() and not (tmp_path / "figs" / "cpu").exists()
+    out = run("cpu;touch PWNED")
+    assert out.returncode == 2 and "choose one of" in out.stderr, out.stderr
+    assert not [p for p in os.listdir(tmp_path) if "PWNED" in p]

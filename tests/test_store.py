@@ -342,3 +342,26 @@ def test_a_read_only_folder_fails_its_write_with_one_error(tmp_path, monkeypatch
     with pytest.raises(store.StoreError, match="Permission denied"):
         store.atomic_write_json(tmp_path / "result.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("shutil").which("git") is None, reason="no git here")
+def test_a_parked_checkpoint_being_trained_does_not_make_the_code_dirty(tmp_path):
+    """git_commit's '+dirty' says the code is not HEAD's: a tracked checkpoint under results/ (make park) that the
+    resumed run rewrites every epoch is data, and leaves the commit clean; a change of code does not."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results" / "paper" / "k").mkdir(parents=True)
+    (tmp_path / "results" / "paper" / "k" / "checkpoint.pt").write_bytes(b"epoch 1")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "c")
+    assert not store.tree_is_dirty(tmp_path)
+    (tmp_path / "results" / "paper" / "k" / "checkpoint.pt").write_bytes(b"epoch 2")
+    assert not store.tree_is_dirty(tmp_path)
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert store.tree_is_dirty(tmp_path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,6 +65,8 @@ def test_make_variables_are_data_never_shell_code(tmp_path):
     assert out.returncode != 0 and "refused" in out.stderr, out.stderr
     out = _make("gpu-prepare", tmp_path, CARRY="`touch PWNED`")
     assert out.returncode != 0 and "no carry file" in out.stderr, out.stderr
+    out = _make("help", tmp_path, PROFILE='cpu";touch PWNED;"', DEVICE="`touch PWNED`", TRAIN="';touch PWNED;'")
+    assert out.returncode == 0 and 'PROFILE=cpu";touch PWNED;"' in out.stdout, out.stderr
     assert not list(tmp_path.rglob("PWNED")), "a make variable ran as shell code"
     carry = tmp_path / "work" / "c"
     carry.mkdir()
@@ -73,6 +76,17 @@ def test_make_variables_are_data_never_shell_code(tmp_path):
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "work" / "data" / "harvest-carry").iterdir()) == \
         ["harvest carry b.tar", "harvest-carry-a.tar"]
+
+
+def test_no_recipe_pastes_a_user_variable_into_shell_text():
+    """The variables a user sets on the command line reach every recipe as environment variables ("$$PROFILE"):
+    a recipe line holding $(PROFILE) would paste the value into the shell's text, where it runs as code."""
+    user = ("PROFILE", "DEVICE", "TRAIN", "BENCH_ARGS", "FILE", "CARRY")
+    recipes = [line for line in (REPO / "Makefile").read_text().splitlines() if line.startswith("\t")]
+    pasted = [line.strip() for line in recipes for v in user if f"$({v})" in line or f"${{{v}}}" in line]
+    assert recipes and not pasted, pasted
+    exported = " ".join(re.findall(r"^export (.*)$", (REPO / "Makefile").read_text(), flags=re.M)).split()
+    assert set(user) <= set(exported)
 
 
 # ---------------------------------------------------------------- item 2: a checkpoint of another run is not resumed

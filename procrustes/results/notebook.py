@@ -222,17 +222,38 @@ def strip_volatile(path: str | Path) -> bool:
     return False
 
 
+def stored_results(profile: str, root: Path | None = None) -> int:
+    """How many finished runs of `profile` the result store holds (result.json files; checkpoints of unfinished
+    runs do not count): `make figures` regenerates a profile's figures only once it has one."""
+    from ..training.store import results_dir
+
+    base = Path(root or results_dir()) / profile
+    return sum(1 for _ in base.glob("*/result.json")) if base.is_dir() else 0
+
+
+USAGE = """usage: python -m procrustes.results.notebook strip NOTEBOOK...
+       python -m procrustes.results.notebook check-profile PROFILE   (one-line error for an unknown profile)
+       python -m procrustes.results.notebook stored PROFILE          (prints how many finished runs are stored)"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """python -m procrustes.results.notebook strip NOTEBOOK...: strip_volatile each file."""
+    """strip NOTEBOOK...: strip_volatile each file; check-profile PROFILE; stored PROFILE (for the Makefile)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] != "strip":
-        print("usage: python -m procrustes.results.notebook strip NOTEBOOK...", file=sys.stderr)
-        return 2
-    for a in args[1:]:
-        strip_volatile(a)
-    return 0
+    if args[:1] == ["strip"]:
+        for a in args[1:]:
+            strip_volatile(a)
+        return 0
+    if len(args) == 2 and args[0] in ("check-profile", "stored"):
+        if args[1] not in PROFILES:
+            print(f"profile {args[1]!r}: choose one of {', '.join(PROFILES)}", file=sys.stderr)
+            return 2
+        if args[0] == "stored":
+            print(stored_results(args[1]))
+        return 0
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -372,15 +372,27 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     return gone
 
 
+# Tracked files whose changes are data, not code: the result store, where parked checkpoints of unfinished runs
+# (`make park`) are rewritten by every epoch of the run that resumes them
+DATA_PATHS = ("results",)
+
+
+def tree_is_dirty(repo: Path) -> bool:
+    """Whether tracked files outside DATA_PATHS differ from HEAD in repo: the code a run used is not HEAD's."""
+    exclude = [f":(exclude){d}" for d in DATA_PATHS]
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude], cwd=repo,
+                         capture_output=True, text=True, timeout=10)
+    return bool(out.stdout.strip())
+
+
 def git_commit() -> str:
-    """HEAD of the repository this package lives in, with '+dirty' when tracked files were modified. Where there
-    is no git repository (a copied tree, as on a lent GPU machine): recorded_commit(), else "unknown"."""
+    """HEAD of the repository this package lives in, with '+dirty' when tracked files outside the result store
+    were modified (a parked checkpoint being trained on is data, not a change of code). Where there is no git
+    repository (a copied tree, as on a lent GPU machine): recorded_commit(), else "unknown"."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
         if head:
-            return head + ("+dirty" if dirty else "")
+            return head + ("+dirty" if tree_is_dirty(REPO) else "")
     except Exception:
         pass
     return recorded_commit() or "unknown"
