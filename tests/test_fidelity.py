@@ -112,3 +112,21 @@ def test_hours_estimate_counts_training_and_every_evaluation():
     clean = sum(min(k, 100) for k in (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50))
     assert evals == 162 * 1000 + 38 * 10000 + 200 * clean
     assert run_hours(c, {"train": 100.0, "eval": 400.0}) == pytest.approx((n * 200 / 100 + evals / 400) / 3600)
+
+
+def test_run_table_names_every_machine_and_commit_of_a_resumed_run(tmp_path, monkeypatch):
+    """A paper run trained over several sessions lists each machine and each commit, with '+dirty' where the code
+    was not the commit's, from its provenance."""
+    monkeypatch.setattr(ex, "selected_overrides", lambda m, i, r, results=None: None if "mfw" in m else {})
+    cfg = make_config("paper", dataset="cifar10", imbalance="exp", ratio=100, method="erm", seed=0)
+    _store(tmp_path, cfg, 30.0, 29.0)
+    path = next((tmp_path / "paper").glob("*/result.json"))
+    r = json.loads(path.read_text())
+    a, b = "a" * 40, "b" * 40 + "+dirty"
+    r["provenance"].update(train_images_per_s=80.0, precision="fp32", eval_s=6.0, git_commit=f"{a}, {b}",
+                           git_commits=[a, b], device_names=["unrecorded", "AMD EPYC (1 threads)"])
+    path.write_text(json.dumps(r))
+    row = fidelity.run_table(tmp_path).iloc[0]
+    assert row.machine == "unrecorded, then AMD EPYC (1 threads)"
+    assert row.commit == "aaaaaaaaaa, bbbbbbbbbb+dirty"
+    assert row.eval_share == pytest.approx(0.1) and row.best_error == 29.0

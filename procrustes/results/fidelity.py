@@ -188,6 +188,18 @@ def run_table(root: Path | None = None) -> pd.DataFrame:
                      "best_error": s.get("best_test_error"), "best_epoch": s.get("best_test_epoch"),
                      "wall_h": p["wall_s"] / 3600, "train_img_s": p["train_images_per_s"], "precision": p["precision"],
                      "eval_share": p["eval_s"] / p["wall_s"] if p.get("eval_s") is not None else math.nan,
-                     "compiled": p.get("compiled"), "machine": p["device_name"], "commit": p["git_commit"][:10],
+                     "compiled": p.get("compiled"), "machine": machines(p), "commit": commits(p),
                      "finished": p["finished_utc"]})
     return pd.DataFrame(rows)
+
+
+def machines(provenance: dict) -> str:
+    """Every machine a run trained on, in order ("A, then B" for a run resumed elsewhere), from its segments."""
+    return ", then ".join(provenance.get("device_names") or [provenance["device_name"]])
+
+
+def commits(provenance: dict) -> str:
+    """Every commit a run trained at, short, each with its '+dirty' mark: a run resumed after a change of code
+    shows both commits."""
+    full = provenance.get("git_commits") or str(provenance["git_commit"]).split(", ")
+    return ", ".join(c[:10] + ("+dirty" if c.endswith("+dirty") else "") for c in full)
