@@ -96,14 +96,13 @@ bench: setup data ## training speed: ours against the reference pipeline in one 
 gpu-check: ## (on a GPU) a standalone check of the GPU (gpu-harvest runs its own short one); SMOKE=1 on a CPU
 	bash scripts/gpu_check.sh $(if $(filter 1,$(SMOKE)),--smoke)
 
-# On this machine, before a GPU session: record the commit the tree will train with (+dirty for changes outside results/,
-# as store.DATA_PATHS; .procrustes-commit: the copied tree has no
-# .git), put the CIFAR-10 archive into data/, and with CARRY="harvest-carry-....tar ..." (the carry file(s) the last
-# lease returned) make them the checkpoints the next lease resumes (older ones move to data/harvest-carry-old/).
+# On this machine, before a GPU session (after `make setup`): record the commit the tree will train with
+# (store.git_commit: +dirty for changes outside store.DATA_PATHS; .procrustes-commit: the copied tree has no .git),
+# put the CIFAR-10 archive into data/, and with CARRY="harvest-carry-....tar ..." (the carry file(s) the last lease
+# returned) make them the checkpoints the next lease resumes (older ones move to data/harvest-carry-old/).
 # Prints what to run.
 gpu-prepare: ## on this machine, before a GPU session: record the commit, stage the data and the carried checkpoints (CARRY=...)
-	@git rev-parse HEAD | tr -d '\n' > .procrustes-commit; \
-	  if [ -n "$$(git status --porcelain --untracked-files=no -- . ':(exclude)results')" ]; then echo "+dirty" >> .procrustes-commit; else echo >> .procrustes-commit; fi
+	@$(PY) -c 'from procrustes.training.store import git_commit; print(git_commit())' > .procrustes-commit
 	@test -f data/cifar10-jpeg.tar.gz || cp $(SHARED)/cifar10-jpeg.tar.gz data/
 	@mkdir -p data/harvest-carry
 	@if [ -n "$$CARRY" ]; then \

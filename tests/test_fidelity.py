@@ -7,7 +7,7 @@ import json
 import pytest
 
 from procrustes.results import experiments as ex
-from procrustes.results import fidelity
+from procrustes.results import fidelity, tables
 from procrustes.results.claims import MISSING, NOT_SHOWN, ONE_SEED, SHOWN
 from procrustes.training.config import make_config
 from procrustes.training.train import best_on_test, full_test_epoch
@@ -130,3 +130,6 @@ def test_run_table_names_every_machine_and_commit_of_a_resumed_run(tmp_path, mon
     assert row.machine == "unrecorded, then AMD EPYC (1 threads)"
     assert row.commit == "aaaaaaaaaa, bbbbbbbbbb+dirty"
     assert row.eval_share == pytest.approx(0.1) and row.best_error == 29.0
+    # the provenance table under every notebook says the same, not the first 12 characters of the commit list
+    prov = tables.provenance_table([r]).iloc[0]
+    assert prov["git commit"] == row.commit and prov["device"] == row.machine

@@ -76,6 +76,8 @@ def test_make_variables_are_data_never_shell_code(tmp_path):
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "work" / "data" / "harvest-carry").iterdir()) == \
         ["harvest carry b.tar", "harvest-carry-a.tar"]
+    # the commit the copied tree will record is the one a run here would record (+dirty by the same rule)
+    assert (tmp_path / "work" / ".procrustes-commit").read_text().strip() == store.git_commit()
 
 
 def test_no_recipe_pastes_a_user_variable_into_shell_text():

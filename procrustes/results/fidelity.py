@@ -193,13 +193,4 @@ def run_table(root: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def machines(provenance: dict) -> str:
-    """Every machine a run trained on, in order ("A, then B" for a run resumed elsewhere), from its segments."""
-    return ", then ".join(provenance.get("device_names") or [provenance["device_name"]])
-
-
-def commits(provenance: dict) -> str:
-    """Every commit a run trained at, short, each with its '+dirty' mark: a run resumed after a change of code
-    shows both commits."""
-    full = provenance.get("git_commits") or str(provenance["git_commit"]).split(", ")
-    return ", ".join(c[:10] + ("+dirty" if c.endswith("+dirty") else "") for c in full)
+machines, commits = tables.machines, tables.commits  # they live in tables (provenance_table needs them)

@@ -280,6 +280,18 @@ def report_missing(missing: list[RunConfig], planned: int | None = None) -> str:
     return "\n".join([head, *lines, tail])
 
 
+def machines(provenance: dict) -> str:
+    """Every machine a run trained on, in order ("A, then B" for a run resumed elsewhere), from its segments."""
+    return ", then ".join(provenance.get("device_names") or [provenance["device_name"]])
+
+
+def commits(provenance: dict) -> str:
+    """Every commit a run trained at, short, each with its '+dirty' mark: a run resumed after a change of code
+    shows both commits."""
+    full = provenance.get("git_commits") or str(provenance["git_commit"]).split(", ")
+    return ", ".join(c[:10] + ("+dirty" if c.endswith("+dirty") else "") for c in full)
+
+
 def provenance_table(results: list[dict]) -> pd.DataFrame:
     """Where each shown number comes from: run, profile, git commit, device, precision, code path (compiled,
     eager or unknown: provenance with the store's corrections applied), finish date (UTC), wall time."""
@@ -293,9 +305,8 @@ def provenance_table(results: list[dict]) -> pd.DataFrame:
         except Exception:  # a result written by another version of RunConfig
             name = f"{c['dataset']} {c['imbalance']}-{c['ratio']:g} {c['method']} seed {c['seed']}"
         rows.append({"run": name,
-                     "profile": c["profile"], "key": r["key"], "git commit": str(p.get("git_commit", "?"))[:12] +
-                     ("+dirty" if str(p.get("git_commit", "")).endswith("+dirty") else ""),
-                     "device": p.get("device_name", p.get("device", "?")), "precision": p.get("precision"),
+                     "profile": c["profile"], "key": r["key"], "git commit": commits(p) if p.get("git_commit") else "?",
+                     "device": machines(p) if p.get("device_name") else p.get("device", "?"), "precision": p.get("precision"),
                      "code path": code_path(r) + (" (corrected)" if r.get("corrections") else ""),
                      "finished (UTC)": p.get("finished_utc"), "wall time (min)": round(p.get("wall_s", math.nan) / 60, 1)})
     return pd.DataFrame(rows, columns=["run", "profile", "key", "git commit", "device", "precision", "code path",
@@ -352,6 +363,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "config_key", "table_groups_note", "add_profile_column", "report_missing", "provenance_table",
-           "pretty", "to_markdown",
-           "write_table", "shape_line"]
+           "ablation_table", "config_key", "machines", "commits", "table_groups_note", "add_profile_column",
+           "report_missing", "provenance_table", "pretty", "to_markdown", "write_table", "shape_line"]
