@@ -133,3 +133,11 @@ def test_run_table_names_every_machine_and_commit_of_a_resumed_run(tmp_path, mon
     # the provenance table under every notebook says the same, not the first 12 characters of the commit list
     prov = tables.provenance_table([r]).iloc[0]
     assert prov["git commit"] == row.commit and prov["device"] == row.machine
+    # a commit corrected in results/corrections.json shows the corrected value, marked on the commit column only
+    fix = {"value": [a, "b" * 40], "reason": "the tree was dirty only through the result store"}
+    (tmp_path / "corrections.json").write_text(json.dumps({"runs": {r["key"].split("-")[0]: {
+        "finished_utc": r["provenance"]["finished_utc"], "fields": {"provenance.git_commits": fix}}}}))
+    assert fidelity.run_table(tmp_path).iloc[0].commit == "aaaaaaaaaa, bbbbbbbbbb (corrected)"
+    from procrustes.training.store import read_result
+    prov = tables.provenance_table([read_result(cfg, tmp_path)]).iloc[0]
+    assert prov["git commit"] == "aaaaaaaaaa, bbbbbbbbbb (corrected)" and "corrected" not in prov["code path"]

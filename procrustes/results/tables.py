@@ -292,6 +292,13 @@ def commits(provenance: dict) -> str:
     return ", ".join(c[:10] + ("+dirty" if c.endswith("+dirty") else "") for c in full)
 
 
+def corrected_mark(result: dict, *fields: str) -> str:
+    """" (corrected)" where results/corrections.json changed one of these provenance fields of result: said on the
+    column that shows the field, not on every column of the run."""
+    fixed = {x["field"] for x in result.get("corrections", [])}
+    return " (corrected)" if fixed & {f"provenance.{f}" for f in fields} else ""
+
+
 def provenance_table(results: list[dict]) -> pd.DataFrame:
     """Where each shown number comes from: run, profile, git commit, device, precision, code path (compiled,
     eager or unknown: provenance with the store's corrections applied), finish date (UTC), wall time."""
@@ -300,14 +307,17 @@ def provenance_table(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         p, c = r.get("provenance", {}), r["config"]
+        def mark(*fields: str) -> str:
+            return corrected_mark(r, *fields)
+
         try:
             name = run_label(RunConfig.from_dict(c)).replace(f" ({c['profile']})", "")
         except Exception:  # a result written by another version of RunConfig
             name = f"{c['dataset']} {c['imbalance']}-{c['ratio']:g} {c['method']} seed {c['seed']}"
-        rows.append({"run": name,
-                     "profile": c["profile"], "key": r["key"], "git commit": commits(p) if p.get("git_commit") else "?",
+        rows.append({"run": name, "profile": c["profile"], "key": r["key"],
+                     "git commit": (commits(p) if p.get("git_commit") else "?") + mark("git_commit", "git_commits"),
                      "device": machines(p) if p.get("device_name") else p.get("device", "?"), "precision": p.get("precision"),
-                     "code path": code_path(r) + (" (corrected)" if r.get("corrections") else ""),
+                     "code path": code_path(r) + mark("compiled", "code_path", "eager"),
                      "finished (UTC)": p.get("finished_utc"), "wall time (min)": round(p.get("wall_s", math.nan) / 60, 1)})
     return pd.DataFrame(rows, columns=["run", "profile", "key", "git commit", "device", "precision", "code path",
                                        "finished (UTC)", "wall time (min)"])
@@ -363,5 +373,5 @@ def shape_line(df: pd.DataFrame, name: str = "table") -> str:
 
 
 __all__ = ["REFERENCE_CSV", "REPORTED_NAMES", "reported", "reported_name", "reported_error", "run_rows", "error_table",
-           "ablation_table", "config_key", "machines", "commits", "table_groups_note", "add_profile_column",
+           "ablation_table", "config_key", "machines", "commits", "corrected_mark", "table_groups_note", "add_profile_column",
            "report_missing", "provenance_table", "pretty", "to_markdown", "write_table", "shape_line"]
