@@ -72,19 +72,25 @@ def test_a_bad_corrections_file_is_one_clear_error(tmp_path):
 
 
 def test_the_committed_corrections_apply_to_the_committed_runs():
-    """Every entry of results/corrections.json names a stored cpu run and its finished_utc; the runs known to have
-    fallen back to eager read eager, and none of the corrected runs reads compiled any more."""
+    """Every entry of results/corrections.json names a stored run and its finished_utc; the runs known to have
+    fallen back to eager read eager, none of the runs whose code path is corrected reads compiled any more, and a
+    corrected commit field no longer reads '+dirty' where the correction removed it."""
     from procrustes.training.config import RunConfig
 
     runs = corrections.load(REPO / "results")
     assert {"147c5d0fb5c0", "019aff05719d"} <= set(runs)
     for key, entry in runs.items():
-        [folder] = list((REPO / "results" / "cpu").glob(f"{key}-*"))
-        stored = json.loads((folder / "result.json").read_text())
+        [folder] = list((REPO / "results").glob(f"*/{key}-*/result.json"))
+        stored = json.loads(folder.read_text())
         assert stored["provenance"]["finished_utc"] == entry["finished_utc"], key
         cfg = RunConfig.from_dict(stored["config"])
         r = store.read_result(cfg, REPO / "results")
-        assert r["corrections"] and r["provenance"]["compiled"] in (False, corrections.UNKNOWN), key
+        assert {c["field"] for c in r["corrections"]} == set(entry["fields"]), key
+        if "provenance.compiled" in entry["fields"]:
+            assert r["provenance"]["compiled"] in (False, corrections.UNKNOWN), key
+        for name in entry["fields"]:
+            leaf = name.split(".")[-1]
+            assert r["provenance"][leaf] == entry["fields"][name]["value"] != stored["provenance"][leaf], (key, name)
     for key in ("147c5d0fb5c0", "019aff05719d"):
         [folder] = list((REPO / "results" / "cpu").glob(f"{key}-*"))
         cfg = RunConfig.from_dict(json.loads((folder / "result.json").read_text())["config"])
