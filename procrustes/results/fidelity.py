@@ -188,10 +188,8 @@ def run_table(root: Path | None = None) -> pd.DataFrame:
                      "best_error": s.get("best_test_error"), "best_epoch": s.get("best_test_epoch"),
                      "wall_h": p["wall_s"] / 3600, "train_img_s": p["train_images_per_s"], "precision": p["precision"],
                      "eval_share": p["eval_s"] / p["wall_s"] if p.get("eval_s") is not None else math.nan,
-                     "compiled": p.get("compiled"), "machine": machines(p),
-                     "commit": commits(p) + tables.corrected_mark(r, "git_commit", "git_commits"),
+                     "compiled": p.get("compiled"), "machine": tables.machines(p),
+                     "commit": tables.commits(p) + tables.corrected_mark(r, "git_commit", "git_commits"),
                      "finished": p["finished_utc"]})
     return pd.DataFrame(rows)
 
-
-machines, commits = tables.machines, tables.commits  # they live in tables (provenance_table needs them)

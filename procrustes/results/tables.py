@@ -307,17 +307,14 @@ def provenance_table(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         p, c = r.get("provenance", {}), r["config"]
-        def mark(*fields: str) -> str:
-            return corrected_mark(r, *fields)
-
         try:
             name = run_label(RunConfig.from_dict(c)).replace(f" ({c['profile']})", "")
         except Exception:  # a result written by another version of RunConfig
             name = f"{c['dataset']} {c['imbalance']}-{c['ratio']:g} {c['method']} seed {c['seed']}"
         rows.append({"run": name, "profile": c["profile"], "key": r["key"],
-                     "git commit": (commits(p) if p.get("git_commit") else "?") + mark("git_commit", "git_commits"),
+                     "git commit": (commits(p) if p.get("git_commit") else "?") + corrected_mark(r, "git_commit", "git_commits"),
                      "device": machines(p) if p.get("device_name") else p.get("device", "?"), "precision": p.get("precision"),
-                     "code path": code_path(r) + mark("compiled", "code_path", "eager"),
+                     "code path": code_path(r) + corrected_mark(r, "compiled", "code_path", "eager"),
                      "finished (UTC)": p.get("finished_utc"), "wall time (min)": round(p.get("wall_s", math.nan) / 60, 1)})
     return pd.DataFrame(rows, columns=["run", "profile", "key", "git commit", "device", "precision", "code path",
                                        "finished (UTC)", "wall time (min)"])
