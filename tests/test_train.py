@@ -257,6 +257,40 @@ def test_lr_schedule():
     assert lr_at(cfg, 1800, steps) == pytest.approx(0.1 * 1e-4)
 
 
+def reference_ldam_drw_lr(epoch: int, lr: float = 0.1) -> float:
+    """The LDAM-DRW reference code's adjust_learning_rate (cifar_train.py), restated: epoch is 0-based."""
+    e = epoch + 1
+    if e <= 5:
+        return lr * e / 5
+    if e > 180:
+        return lr * 0.0001
+    if e > 160:
+        return lr * 0.01
+    return lr
+
+
+def test_warmup_per_epoch_is_the_reference_codes_schedule_at_every_step():
+    cfg = make_config("paper", warmup_per="epoch")
+    steps = 97  # CIFAR-10 exp-100: ceil(12,406 / 128)
+    got = [lr_at(cfg, e * steps + s, steps) for e in range(200) for s in (0, steps // 2, steps - 1)]
+    want = [reference_ldam_drw_lr(e) for e in range(200) for _ in range(3)]
+    assert got == pytest.approx(want, rel=1e-12)
+    # the default ramps within each epoch instead, and only the warm-up differs
+    plain = make_config("paper")
+    assert lr_at(plain, 0, steps) == pytest.approx(0.1 / (5 * steps)) != lr_at(cfg, 0, steps)
+    assert [lr_at(plain, e * steps, steps) for e in range(5, 200)] == [lr_at(cfg, e * steps, steps) for e in range(5, 200)]
+
+
+def test_warmup_per_keeps_the_keys_of_stored_runs_and_refuses_other_values():
+    from procrustes.training.config import ConfigError
+
+    plain = make_config("paper")
+    assert "warmup_per" not in plain.to_dict()  # key-neutral at its default: stored runs keep their keys
+    assert make_config("paper", warmup_per="epoch").key() != plain.key()
+    with pytest.raises(ConfigError, match="warmup_per"):
+        make_config("paper", warmup_per="step")
+
+
 def test_trainer_fits_a_small_cifar10_subset(cifar10_root, tmp_path):
     # 50 images a class, 6 epochs: measured 0.25 (seed 0) and 0.24 (seed 1) on 1000 test images; chance is 0.10
     cfg = make_config("smoke", dataset="cifar10", imbalance="none", max_per_class=50, epochs=6, batch_size=32,

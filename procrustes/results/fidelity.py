@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..training import data_profile
 from ..training.config import RunConfig, make_config
+from ..training.store import REPO
 from . import claims, experiments, tables
 
 TOLERANCE = 1.5  # points of top-1 error: how far from the reported number our anchor may land
@@ -193,3 +195,20 @@ def run_table(root: Path | None = None) -> pd.DataFrame:
                      "finished": p["finished_utc"]})
     return pd.DataFrame(rows)
 
+
+def data_note(name: str = "cifar10", label: str = "CIFAR-10", results: Path | None = None) -> str:
+    """What our copy of the data is, from its stored profile (`procrustes.training.data_profile`): the reader of
+    the fidelity rows needs it, since the reported numbers were trained on the lossless originals."""
+    path = data_profile.profile_path(name, results)
+    shown = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
+    try:
+        p = data_profile.read_profile(name, results)
+    except data_profile.ProfileError as e:
+        return f"Data profile: {e}"
+    if p is None:
+        return f"Data profile of {name}: not measured here ({shown} is missing: python -m procrustes.training.data_profile data/{name})"
+    prov = p.get("provenance", {})
+    return (f"Our {label}: {data_profile.describe(p)} ({shown}, measured {str(prov.get('date_utc', '?'))[:10]} at "
+            f"commit {str(prov.get('git_commit', '?'))[:12]}). The reported numbers were trained and tested on the "
+            "lossless originals; what this compression alone costs in accuracy is not measured here (that needs the "
+            "originals).")

@@ -54,7 +54,9 @@ class RunConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 2e-4
-    warmup_epochs: float | None = None  # None: 5/200 of the epochs (5 for 200); linear, per iteration
+    warmup_epochs: float | None = None  # None: 5/200 of the epochs (5 for 200); linear
+    warmup_per: str = "iteration"  # the warm-up ramp rises each "iteration" (ours), or each "epoch" as in the
+    # LDAM-DRW reference code (lr * (e + 1) / 5 through epoch e = 0..4)
     lr_milestones: tuple[int, ...] | None = None  # None: 0.8 and 0.9 of the epochs (CIFAR), 0.75 (Tiny)
     lr_factors: tuple[float, ...] | None = None  # multipliers of lr at each milestone: (0.01, 1e-4) / (0.1,)
     drw_epoch: int | None = None  # None: the first milestone (160 of 200); also DRS's switch epoch
@@ -147,7 +149,9 @@ class RunConfig:
 
 # Fields added after results were committed, with the value every earlier run had: left out of to_dict (and so of
 # the key) at that value, so that adding a field never renames the stored runs.
-KEY_NEUTRAL: dict[str, Any] = {"val_per_class": None, "full_test_every": 0, "full_test_final_lr": False}
+KEY_NEUTRAL: dict[str, Any] = {"val_per_class": None, "full_test_every": 0, "full_test_final_lr": False,
+                                "warmup_per": "iteration"}
+WARMUP_PER = ("iteration", "epoch")
 
 
 def _check_fields(values: dict[str, Any]) -> None:
@@ -336,6 +340,7 @@ def validate(cfg: RunConfig) -> None:
     _choice("mfw_lam", cfg.mfw_lam, MFW_LAM)
     _choice("mfw_active", cfg.mfw_active, MFW_ACTIVE)
     _choice("precision", cfg.precision, PRECISIONS)
+    _choice("warmup_per", cfg.warmup_per, WARMUP_PER)
     split_method(cfg.method)
     _check_sequences(cfg)
     if not (isinstance(cfg.ratio, (int, float)) and cfg.ratio >= 1):
@@ -481,4 +486,4 @@ def run_label(c: RunConfig) -> str:
 
 __all__ = ["RunConfig", "base_config", "run_label", "ConfigError", "NONE", "PROFILES", "make_config", "canonical_method",
            "canonical_config", "USED_BY", "MAX_EPOCHS", "MAX_BATCH_SIZE",
-           "validate", "split_method", "parse_assignment", "MIXING_POINTS", "mixing_points"]
+           "validate", "split_method", "WARMUP_PER", "parse_assignment", "MIXING_POINTS", "mixing_points"]

@@ -172,10 +172,14 @@ def _recompile_limit():
 
 
 def lr_at(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up per iteration over the warm-up epochs, then step decays at the milestones."""
+    """Linear warm-up over the warm-up epochs (rising each iteration, or each epoch with warmup_per="epoch" as the
+    LDAM-DRW reference code does), then step decays at the milestones."""
     warm, miles, factors, _ = cfg.schedule()
     epoch = step // steps_per_epoch
-    if warm > 0 and step < warm * steps_per_epoch:
+    if cfg.warmup_per == "epoch":
+        if epoch < warm:
+            return cfg.lr * min(1.0, (epoch + 1) / warm)
+    elif warm > 0 and step < warm * steps_per_epoch:
         return cfg.lr * (step + 1) / (warm * steps_per_epoch)
     lr = cfg.lr
     for m, f in zip(miles, factors):
