@@ -223,7 +223,7 @@ def test_committed_result_keys_are_stable():
     from procrustes.training import store
     from procrustes.training.config import NONE
 
-    files = sorted(glob.glob(str(Path(__file__).resolve().parents[1] / "results" / "cpu" / "*" / "result.json")))
+    files = sorted(glob.glob(str(Path(__file__).resolve().parents[1] / "results" / "*" / "*" / "result.json")))
     if not files:
         pytest.skip("no committed results")
     for f in files:
