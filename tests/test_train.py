@@ -287,6 +287,8 @@ def test_warmup_per_keeps_the_keys_of_stored_runs_and_refuses_other_values():
     plain = make_config("paper")
     assert "warmup_per" not in plain.to_dict()  # key-neutral at its default: stored runs keep their keys
     assert make_config("paper", warmup_per="epoch").key() != plain.key()
+    # without a warm-up it decides nothing: one training, one key
+    assert make_config("paper", warmup_per="epoch", warmup_epochs=0).key() == make_config("paper", warmup_epochs=0).key()
     with pytest.raises(ConfigError, match="warmup_per"):
         make_config("paper", warmup_per="step")
 

@@ -368,7 +368,7 @@ ALTERNATIVES = {"cb_beta": 0.99, "focal_gamma": 2.0, "ldam_max_margin": 0.3, "ld
                 "drw_epoch": 1, "mfw_point": "stage2", "mfw_random_points": ("stem",), "mfw_select": "power",
                 "mfw_prob": 0.5, "mfw_gamma": 2.0, "mfw_lam": "beta", "mfw_lam_min": 0.2, "mfw_alpha": 0.3,
                 "mfw_active": "until-drw", "mixup_alpha": 0.4, "manifold_points": ("stem",), "remix_kappa": 2.0,
-                "remix_tau": 0.3}
+                "remix_tau": 0.3, "warmup_per": "epoch"}
 
 
 def _weights(cfg: RunConfig) -> dict:
@@ -401,7 +401,7 @@ def _weights(cfg: RunConfig) -> dict:
 BASES = [{"method": m} for m in ("erm", "focal", "cb", "drw", "ldam-drw", "logit-adjust", "mfw", "mixup",
                                  "manifold-mixup", "remix", "mfw+ldam-drw")] + [
     {"method": "mfw", "mfw_point": "random", "mfw_lam": "beta", "mfw_select": "power", "mfw_active": "until-drw"},
-    {"method": "erm", "sampler": "drs"}]
+    {"method": "erm", "sampler": "drs"}, {"method": "erm", "warmup_epochs": 0.0}]
 
 
 @pytest.mark.parametrize("base", BASES, ids=lambda b: "-".join(str(v) for v in b.values()))

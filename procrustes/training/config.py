@@ -278,6 +278,7 @@ USED_BY: dict[str, Any] = {
     "manifold_points": lambda c: c.mixer == "manifold-mixup",
     "remix_kappa": lambda c: c.mixer == "remix",
     "remix_tau": lambda c: c.mixer == "remix",
+    "warmup_per": lambda c: c.schedule()[0] > 0,  # train.lr_at: how the warm-up rises, when there is one
 }
 
 
