@@ -95,10 +95,15 @@ def test_the_note_says_what_is_measured_and_what_is_not(tmp_path):
 
 
 def test_the_committed_profile_describes_the_cifar10_files_at_hand(cifar10_root):
-    """The stored profile is a measurement of these very files: measured again, it is the same."""
+    """The stored profile is of these very files (same sha256 over every file), and every 50th file's header,
+    read again, is counted in it. (Re-measuring all 60,000 headers takes minutes on a busy 2-core machine; the
+    toy tests above check measure() itself.)"""
     if not (cifar10_root / "train").is_dir():
         pytest.skip("CIFAR-10 here is not the JPEG copy the committed profile measured")
     stored = dp.read_profile("cifar10", REPO / "results")
     assert stored is not None, "results/data_profile/cifar10.json: run make data-profile"
-    again = dp.measure(cifar10_root)
-    assert {k: stored[k] for k in again} == again
+    files = dp.jpeg_files(cifar10_root)
+    assert len(files) == stored["files"] and dp.files_sha256(cifar10_root, files) == stored["files_sha256"]
+    for f in files[::50]:
+        q, s, wh, _ = dp.header(f)
+        assert q in stored["ijg_quality"] and s in stored["chroma_subsampling"] and wh in stored["image_size"], f

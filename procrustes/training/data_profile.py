@@ -57,39 +57,53 @@ def jpeg_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in JPEG_EXT and p.is_file() and not p.is_symlink())
 
 
-def measure(root: Path) -> dict:
-    """The profile of every JPEG under root: counts by quality, subsampling, image size and split (the first
-    folder under root), bytes per image, and a sha256 over the relative paths and bytes of all files."""
+def files_sha256(root: Path, files: list[Path] | None = None) -> str:
+    """sha256 over the relative path, length and bytes of each JPEG under root, in sorted order: which files a
+    profile describes."""
+    digest = hashlib.sha256()
+    for f in jpeg_files(root) if files is None else files:
+        data = f.read_bytes()
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def header(f: Path) -> tuple[str, str, str, int]:
+    """(IJG quality or "custom tables", chroma subsampling, "WxH", raw pixel bytes) of one JPEG, from its header."""
     from PIL import Image, JpegImagePlugin
 
+    try:
+        with Image.open(f) as im:
+            q = ijg_quality(im.quantization)
+            bands = len(im.getbands())
+            s = JpegImagePlugin.get_sampling(im) if bands == 3 else -1
+            w, h = im.size
+    except Exception as e:  # noqa: BLE001 (any unreadable file is named, then the whole profile stops)
+        raise ProfileError(f"unreadable JPEG {f}: {e}") from None
+    sampling = SUBSAMPLING.get(s, "none (one channel)" if s == -1 else f"code {s}")
+    return ("custom tables" if q is None else str(q)), sampling, f"{w}x{h}", w * h * bands
+
+
+def measure(root: Path) -> dict:
+    """The profile of every JPEG under root: counts by quality, subsampling, image size and split (the first
+    folder under root), bytes per image, and files_sha256."""
     files = jpeg_files(root)
     if not files:
         raise ProfileError(f"no JPEG files (*.jpg, *.jpeg) under {root}")
     quality, sampling, size, split = (collections.Counter() for _ in range(4))
     total, raw = 0, 0
-    digest = hashlib.sha256()
     for f in files:
-        data = f.read_bytes()
+        q, s, wh, r = header(f)
+        quality[q] += 1
+        sampling[s] += 1
+        size[wh] += 1
         rel = f.relative_to(root).as_posix()
-        digest.update(rel.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
-        try:
-            with Image.open(f) as im:
-                q = ijg_quality(im.quantization)
-                s = JpegImagePlugin.get_sampling(im) if len(im.getbands()) == 3 else -1
-                w, h = im.size
-                bands = len(im.getbands())
-        except Exception as e:  # noqa: BLE001 (any unreadable file is named, then the whole profile stops)
-            raise ProfileError(f"unreadable JPEG {f}: {e}") from None
-        quality["custom tables" if q is None else str(q)] += 1
-        sampling[SUBSAMPLING.get(s, "none (one channel)" if s == -1 else f"code {s}")] += 1
-        size[f"{w}x{h}"] += 1
         split[rel.split("/")[0] if "/" in rel else "."] += 1
-        total += len(data)
-        raw += w * h * bands
+        total += f.stat().st_size
+        raw += r
     return {"files": len(files), "by_split": dict(sorted(split.items())), "ijg_quality": dict(quality.most_common()),
             "chroma_subsampling": dict(sampling.most_common()), "image_size": dict(size.most_common()),
             "mean_bytes": round(total / len(files), 1), "mean_raw_bytes": round(raw / len(files), 1),
-            "files_sha256": digest.hexdigest()}
+            "files_sha256": files_sha256(root, files)}
 
 
 def profile(root: Path, name: str) -> dict:
