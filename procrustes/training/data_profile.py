@@ -11,6 +11,7 @@ import argparse
 import collections
 import datetime
 import hashlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -57,22 +58,27 @@ def jpeg_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in JPEG_EXT and p.is_file() and not p.is_symlink())
 
 
+def _digest(digest, root: Path, f: Path, data: bytes) -> None:
+    """Feed one file (relative path, length, bytes) into the running sha256 of files_sha256."""
+    digest.update(f.relative_to(root).as_posix().encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+
+
 def files_sha256(root: Path, files: list[Path] | None = None) -> str:
     """sha256 over the relative path, length and bytes of each JPEG under root, in sorted order: which files a
     profile describes."""
     digest = hashlib.sha256()
     for f in jpeg_files(root) if files is None else files:
-        data = f.read_bytes()
-        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+        _digest(digest, root, f, f.read_bytes())
     return digest.hexdigest()
 
 
-def header(f: Path) -> tuple[str, str, str, int]:
-    """(IJG quality or "custom tables", chroma subsampling, "WxH", raw pixel bytes) of one JPEG, from its header."""
+def header(f: Path, data: bytes | None = None) -> tuple[str, str, str, int]:
+    """(IJG quality or "custom tables", chroma subsampling, "WxH", raw pixel bytes) of one JPEG, from its header
+    (read from `data`, f's bytes, when given)."""
     from PIL import Image, JpegImagePlugin
 
     try:
-        with Image.open(f) as im:
+        with Image.open(f if data is None else io.BytesIO(data)) as im:
             q = ijg_quality(im.quantization)
             bands = len(im.getbands())
             s = JpegImagePlugin.get_sampling(im) if bands == 3 else -1
@@ -91,19 +97,22 @@ def measure(root: Path) -> dict:
         raise ProfileError(f"no JPEG files (*.jpg, *.jpeg) under {root}")
     quality, sampling, size, split = (collections.Counter() for _ in range(4))
     total, raw = 0, 0
+    digest = hashlib.sha256()
     for f in files:
-        q, s, wh, r = header(f)
+        data = f.read_bytes()  # read once: the header and the sha256 both come from these bytes
+        _digest(digest, root, f, data)
+        q, s, wh, r = header(f, data)
         quality[q] += 1
         sampling[s] += 1
         size[wh] += 1
         rel = f.relative_to(root).as_posix()
         split[rel.split("/")[0] if "/" in rel else "."] += 1
-        total += f.stat().st_size
+        total += len(data)
         raw += r
     return {"files": len(files), "by_split": dict(sorted(split.items())), "ijg_quality": dict(quality.most_common()),
             "chroma_subsampling": dict(sampling.most_common()), "image_size": dict(size.most_common()),
             "mean_bytes": round(total / len(files), 1), "mean_raw_bytes": round(raw / len(files), 1),
-            "files_sha256": files_sha256(root, files)}
+            "files_sha256": digest.hexdigest()}
 
 
 def profile(root: Path, name: str) -> dict:
